@@ -1,0 +1,84 @@
+"""YAML -> one validated config object shared by every command.
+
+Errors name the file, the dotted key, the value given and what was expected, and are raised
+before anything heavy (Ray, torch) is imported.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from data_pipeline.config import DataConfig, Strict
+from pretrain.config import ModelConfig, TrainConfig, WandbConfig
+
+
+class WordpoolConfig(Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message is meant for the user as is."""
+
+
+def _describe(err: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "<root>"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key (value {err['input']!r})"
+    if err["type"] == "missing":
+        return f"{key}: required key is missing"
+    return f"{key}: got {err['input']!r} — expected {err['msg'].removeprefix('Value error, ')}"
+
+
+def validate(raw: dict[str, Any], source: str) -> WordpoolConfig:
+    try:
+        return WordpoolConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"invalid config {source}:"] + [f"  {_describe(e)}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value); the value is read as YAML, so `3`, `true`, `[1,2]` are typed."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected the form key.subkey=value")
+    return key.split("."), yaml.safe_load(value) if value != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[: i + 1])} is not a section")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> WordpoolConfig:
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p}: top level must be a mapping, got {type(raw).__name__}")
+    if overrides:
+        source += " with overrides " + " ".join(overrides)
+        raw = apply_overrides(raw, overrides)
+    return validate(raw, source)

@@ -1,0 +1,73 @@
+"""Schema of the `model`, `train` and `wandb` sections."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from data_pipeline.config import Strict
+
+
+class StackConfig(Strict):
+    """A small transformer stack (byte encoder or byte decoder)."""
+
+    d_model: int = Field(64, ge=8)
+    n_layers: int = Field(1, ge=1)
+    n_heads: int = Field(2, ge=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        return self
+
+
+class ModelConfig(Strict):
+    kind: Literal["word_pooled"] = "word_pooled"
+    d_model: int = Field(128, ge=8, description="backbone width")
+    n_layers: int = Field(2, ge=1, description="backbone layers")
+    n_heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(8 / 3, gt=0)
+    encoder: StackConfig = Field(default_factory=StackConfig)
+    decoder: StackConfig = Field(default_factory=StackConfig)
+    max_word_bytes: int = Field(32, ge=4, description="must equal the shards' data.max_word_bytes")
+    max_words: int = Field(256, ge=2, description="longest word sequence (RoPE cache)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    rope_base: float = 10000.0
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        return self
+
+
+class TrainConfig(Strict):
+    data_dir: str = Field("data/shards", description="folder written by `wordpool prepare`")
+    run_dir: str = Field("runs/default", description="checkpoints, metrics.jsonl, wandb")
+    steps: int = Field(200, ge=1, description="optimizer steps")
+    micro_batch_size: int = Field(8, ge=1, description="samples per rank per micro-step")
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(20, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = Field(1.0, ge=0)
+    zero_stage: int = Field(2, ge=0, le=3)
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    seed: int = 1234
+    shuffle: bool = True
+    num_canonical_nodes: int = Field(1, ge=1, description="fixed so data order is the same at any world size")
+    checkpoint_every: int = Field(50, ge=1)
+    eval_every: int = Field(100, ge=1)
+    eval_batches: int = Field(20, ge=1, description="val micro-batches per evaluation")
+    log_every: int = Field(1, ge=1)
+    num_workers: int = Field(0, ge=0, description="DataLoader workers")
+
+
+class WandbConfig(Strict):
+    mode: Literal["offline", "online", "disabled"] = "offline"
+    project: str = "wordpool"
+    entity: str | None = None
+    name: str | None = None

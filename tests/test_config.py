@@ -1,0 +1,43 @@
+import pytest
+
+from launcher.config import ConfigError, load_config
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_and_overrides(tmp_path):
+    cfg = load_config(_write(tmp_path, "train:\n  steps: 7\n"), ["model.encoder.d_model=32", "data.inputs=[a.txt]"])
+    assert cfg.train.steps == 7 and cfg.model.encoder.d_model == 32 and cfg.data.inputs == ["a.txt"]
+
+
+def test_unknown_key_names_dotted_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.encoder\.width: unknown key"):
+        load_config(_write(tmp_path, "model:\n  encoder:\n    width: 3\n"))
+
+
+def test_wrong_type_names_value_and_expectation(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, "train:\n  steps: many\n"))
+    assert "train.steps: got 'many'" in str(err.value) and "integer" in str(err.value)
+
+
+def test_missing_file_and_bad_override(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="key.subkey=value"):
+        load_config(None, ["train.steps"])
+    with pytest.raises(ConfigError, match="train.stepz"):
+        load_config(None, ["train.stepz=3"])
+
+
+def test_every_shipped_config_validates():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+    assert configs
+    for path in configs:
+        load_config(path)
