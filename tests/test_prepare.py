@@ -85,10 +85,11 @@ def test_misspelled_config_key_fails_fast(tmp_path):
 
 
 def test_cli_prepare_end_to_end(ray_cluster, corpora, tmp_path):
-    # the CLI starts its own Ray cluster in its own process
+    # the CLI process joins the test session's Ray cluster, as a user joins a running cluster
+    address = ray_cluster.get_runtime_context().gcs_address
     out = tmp_path / "cli"
     proc = _cli("prepare", "--input", str(corpora / "ud" / "de_gsd-dev.txt"), "--output", str(out),
-                "data.doc_split=line", "data.num_cpus=1", "data.object_store_mb=128", timeout=240)
+                "--ray-address", address, "data.doc_split=line", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rejected" in proc.stdout
     stats = json.loads((out / "stats.json").read_text())
