@@ -35,6 +35,43 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config(args)  # validated before any process starts
+    from launcher.local_launch import default_nproc, launch_local, under_torchrun
+
+    if not under_torchrun():
+        return launch_local(args.argv, args.nproc or default_nproc())
+    from pretrain.train import train
+
+    train(cfg, args.resume)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pretrain.inference import eval_checkpoint
+
+    record = eval_checkpoint(args.checkpoint, args.data_dir, args.max_batches)
+    print(f"step {record['step']}: val bits/byte {record['val_bpb']:.4f}, next-word accuracy "
+          f"{record['val_word_acc']:.4f} over {record['val_words']:,.0f} words")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pretrain.inference import generate_text
+
+    print(args.prompt, end="", flush=True)
+    generate_text(args.checkpoint, args.prompt, args.max_words, args.temperature, args.top_k, args.seed,
+                  on_word=lambda w: print(w, end="", flush=True))
+    print()
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from launcher.quickstart import quickstart
+
+    return quickstart(args.out)
+
+
 def _yaml_str(value: str) -> str:
     import json
 
@@ -57,18 +94,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_prepare)
 
+    p = sub.add_parser("train", help="train with DeepSpeed ZeRO on prepared shards (N local ranks via torchrun)",
+                       description="Train a word-pooled LM. Without torchrun around it, starts --nproc ranks itself.")
+    p.add_argument("--nproc", type=int, help="local processes (default: one per GPU, 1 on CPU)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="auto: newest complete checkpoint of train.run_dir (fresh start if none); PATH: that one")
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="validation bits/byte and next-word accuracy of a checkpoint")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint folder (…/checkpoints/step_N)")
+    p.add_argument("--data-dir", help="shards to evaluate on (default: the run's train.data_dir)")
+    p.add_argument("--max-batches", type=int, help="limit the number of val micro-batches")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("generate", help="continue a prompt word by word from a checkpoint")
+    p.add_argument("--checkpoint", required=True, metavar="PATH")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--max-words", type=int, default=30)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("quickstart", help="the main job on a built-in corpus: prepare, train (2 ranks), eval, generate")
+    p.add_argument("--out", default="runs/quickstart", help="folder for the corpus, shards and run")
+    p.set_defaults(func=cmd_quickstart)
+
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to re-run the same command under torchrun
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"wordpool: {exc}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError) as exc:
+        # expected user errors get one clear line; anything deeper keeps its traceback
+        if type(exc) not in (FileNotFoundError, ValueError):
+            raise
         print(f"wordpool {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

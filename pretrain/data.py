@@ -1,0 +1,129 @@
+"""MDS shards -> padded word tensors, through mosaicml-streaming (no Ray on training nodes).
+
+The loader position is the pair (epoch, samples consumed in the epoch, counted globally). It is
+saved in every checkpoint and loaded into a *fresh* dataset before iterating, which is the only
+way StreamingDataset resumes exactly.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from streaming import StreamingDataLoader, StreamingDataset
+
+from pretrain.model import EOD, PAD
+
+
+def shard_meta(data_dir: str | Path) -> dict[str, Any]:
+    """The data settings the shards were written with (from prepare's stats.json)."""
+    stats = Path(data_dir) / "stats.json"
+    if not stats.is_file():
+        raise FileNotFoundError(f"{stats} not found: run `wordpool prepare` to create {data_dir}")
+    return json.loads(stats.read_text())["config"]
+
+
+def encode_sample(sample: dict, words_per_sample: int, max_word_bytes: int) -> dict[str, torch.Tensor]:
+    """One MDS sample -> fixed-shape tensors (the model's batch contract)."""
+    lens = np.asarray(sample["word_lens"], dtype=np.int64)
+    n = len(lens)
+    if n > words_per_sample or int(lens.max(initial=0)) > max_word_bytes:
+        raise ValueError(f"sample with {n} words / longest {lens.max()} bytes exceeds the model's "
+                         f"{words_per_sample} words / {max_word_bytes} bytes: model and shards disagree")
+    words = np.full((words_per_sample, max_word_bytes), PAD, dtype=np.int64)
+    flat = np.frombuffer(sample["bytes"], dtype=np.uint8)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]) if n else np.zeros(0, np.int64)
+    # scatter all bytes at once: row = word index, column = position inside the word
+    row = np.repeat(np.arange(n), lens)
+    col = np.arange(len(flat)) - np.repeat(starts, lens)
+    words[row, col] = flat
+    eod = lens == 0
+    words[np.flatnonzero(eod), 0] = EOD
+    word_lens = np.zeros(words_per_sample, dtype=np.int64)
+    word_lens[:n] = np.where(eod, 1, lens)
+    text_bytes = np.zeros(words_per_sample, dtype=np.int64)
+    text_bytes[:n] = lens
+    return {"words": torch.from_numpy(words), "word_lens": torch.from_numpy(word_lens),
+            "text_bytes": torch.from_numpy(text_bytes)}
+
+
+class WordShards(StreamingDataset):
+    """StreamingDataset yielding model-ready tensors."""
+
+    def __init__(self, local: str, words_per_sample: int, max_word_bytes: int, **kwargs):
+        super().__init__(local=local, **kwargs)
+        self.words_per_sample = words_per_sample
+        self.max_word_bytes = max_word_bytes
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        return encode_sample(super().__getitem__(idx), self.words_per_sample, self.max_word_bytes)
+
+
+def clean_stale_streaming_state() -> None:
+    """Collective. Removes the /dev/shm blocks a killed or finished run left behind.
+
+    Streaming's own cleaner skips the `*_resume` blocks; a stale one silently re-applies an old run's
+    position to a new dataset that gets the same prefix, so drop those whose owner (`*_locals`) is gone."""
+    from streaming.base.util import clean_stale_shared_memory
+
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0 and Path("/dev/shm").is_dir():
+        for resume in Path("/dev/shm").glob("[0-9]*_resume"):
+            if not resume.with_name(resume.name.replace("_resume", "_locals")).exists():
+                resume.unlink(missing_ok=True)
+    clean_stale_shared_memory()  # ends with a barrier across ranks
+
+
+@dataclass
+class LoaderPosition:
+    epoch: int = 0
+    samples_in_epoch: int = 0  # global count, all ranks together
+    initial_physical_nodes: int | None = None  # streaming keeps the first run's node count for its shuffle
+
+
+def make_loader(split_dir: str, words_per_sample: int, max_word_bytes: int, micro_batch_size: int,
+                shuffle: bool, seed: int, num_canonical_nodes: int, num_workers: int,
+                drop_last: bool) -> tuple[WordShards, StreamingDataLoader]:
+    if not (Path(split_dir) / "index.json").is_file():
+        raise FileNotFoundError(f"no shards in {split_dir} (index.json missing)")
+    dataset = WordShards(split_dir, words_per_sample, max_word_bytes, shuffle=shuffle, shuffle_seed=seed,
+                         batch_size=micro_batch_size, num_canonical_nodes=num_canonical_nodes)
+    loader = StreamingDataLoader(dataset, batch_size=micro_batch_size, num_workers=num_workers,
+                                 drop_last=drop_last, persistent_workers=False)
+    return dataset, loader
+
+
+def seek(dataset: WordShards, position: LoaderPosition) -> None:
+    """Place a fresh (never iterated) dataset at `position`.
+
+    The state is built here, not by `dataset.state_dict()`: that reads the node-shared resume block,
+    which another local rank may have just created empty (a race that crashes with a JSON error)."""
+    if position.initial_physical_nodes is None:
+        world, local = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        position.initial_physical_nodes = max(1, world // local)
+    dataset.load_state_dict({
+        "epoch": position.epoch,
+        "sample_in_epoch": position.samples_in_epoch,
+        "num_canonical_nodes": dataset.num_canonical_nodes,
+        "shuffle_seed": dataset.shuffle_seed,
+        "initial_physical_nodes": position.initial_physical_nodes,
+    })
+
+
+def endless_batches(dataset: WordShards, loader: StreamingDataLoader, position: LoaderPosition,
+                    global_batch: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Micro-batches forever, epoch after epoch, keeping `position` up to date as batches are handed out."""
+    seek(dataset, position)
+    while True:
+        yielded = False
+        for batch in loader:
+            yielded = True
+            position.samples_in_epoch += global_batch
+            yield batch
+        if not yielded and position.samples_in_epoch == 0:
+            raise RuntimeError("the training split yields no batch: too few samples for the batch size")
+        position.epoch += 1
+        position.samples_in_epoch = 0

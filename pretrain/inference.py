@@ -1,0 +1,56 @@
+"""Use a checkpoint without DeepSpeed: rebuild the model, evaluate on val shards, generate text."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from launcher.config import WordpoolConfig, validate
+from pretrain import checkpoint
+from pretrain.data import make_loader, shard_meta
+from pretrain.evaluate import evaluate
+from pretrain.model import WordPooledLM
+
+
+def load_model(folder: str | Path, device: str = "cpu") -> tuple[WordPooledLM, WordpoolConfig]:
+    folder = Path(folder)
+    cfg = validate(checkpoint.load_config_dict(folder), str(folder / checkpoint.CONFIG))
+    model = WordPooledLM(cfg.model)
+    model.load_state_dict(checkpoint.load_module_weights(folder))
+    return model.to(device).eval(), cfg
+
+
+def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches: int | None = None) -> dict:
+    """Val bits/byte and next-word accuracy; appended to the run's metrics.jsonl like the trainer's."""
+    model, cfg = load_model(folder)
+    data_dir = data_dir or cfg.train.data_dir
+    words = shard_meta(data_dir)["words_per_sample"]
+    _, loader = make_loader(str(Path(data_dir) / "val"), words, cfg.model.max_word_bytes, cfg.train.micro_batch_size,
+                            False, cfg.train.seed, cfg.train.num_canonical_nodes, 0, drop_last=False)
+    values = evaluate(model, loader, max_batches or len(loader), torch.device("cpu"))
+    step = json.loads((Path(folder) / checkpoint.COMPLETE).read_text())["step"]
+    record = {"kind": "eval", "step": step, "time": time.time(), "checkpoint": str(folder), **values}
+    metrics = Path(cfg.train.run_dir) / "metrics.jsonl"
+    if metrics.parent.is_dir():
+        with open(metrics, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return record
+
+
+def generate_text(folder: str | Path, prompt: str, max_words: int, temperature: float = 0.0,
+                  top_k: int | None = None, seed: int = 0, on_word=None) -> str:
+    """The prompt's continuation; `on_word(text)` is called as each word is produced."""
+    from data_pipeline.segment import split_words
+
+    model, cfg = load_model(folder)
+    generator = torch.Generator().manual_seed(seed)
+    context = split_words(prompt, cfg.model.max_word_bytes) if prompt else []
+    produced: list[bytes] = []
+    for _ in range(max_words):
+        [word] = model.generate(context + produced, 1, temperature=temperature, top_k=top_k, generator=generator)
+        produced.append(word)
+        if on_word:
+            on_word(word.decode("utf-8", errors="replace"))
+    return b"".join(produced).decode("utf-8", errors="replace")

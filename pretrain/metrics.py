@@ -1,0 +1,75 @@
+"""Summed model statistics -> reported metrics, and the logger that writes them everywhere.
+
+Sums (not means) travel between micro-batches and ranks so every figure is exact over the batch:
+bits per byte = total NLL in bits / UTF-8 text bytes predicted; next-word accuracy = greedy exact
+matches / words predicted.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SUM_KEYS = ("nll_sum", "n_symbols", "n_text_bytes", "n_words", "n_correct")
+
+
+def stack_sums(out: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.stack([out[k].detach().double() for k in SUM_KEYS])
+
+
+def summarize(sums: torch.Tensor, prefix: str = "") -> dict[str, float]:
+    nll, symbols, text_bytes, words, correct = sums.tolist()
+    return {
+        f"{prefix}loss": nll / max(symbols, 1),  # nats per predicted symbol
+        f"{prefix}bpb": nll / math.log(2) / max(text_bytes, 1),
+        f"{prefix}word_acc": correct / max(words, 1),
+        f"{prefix}text_bytes": text_bytes,
+        f"{prefix}words": words,
+    }
+
+
+class MetricsLogger:
+    """Rank 0 only: console lines, `metrics.jsonl` in the run folder, and wandb (offline by default)."""
+
+    def __init__(self, run_dir: Path, wandb_cfg, config: dict[str, Any], total_steps: int):
+        self.path = run_dir / "metrics.jsonl"
+        self.total_steps = total_steps
+        self.wandb = None
+        if wandb_cfg.mode != "disabled":
+            import wandb
+
+            id_file = run_dir / "wandb_id"
+            run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+            id_file.write_text(run_id)
+            self.wandb = wandb.init(mode=wandb_cfg.mode, project=wandb_cfg.project, entity=wandb_cfg.entity,
+                                    name=wandb_cfg.name, dir=str(run_dir), id=run_id, resume="allow",
+                                    config=config, settings=wandb.Settings(console="off", silent=True))
+
+    def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
+        record = {"kind": kind, "step": step, "time": time.time(), **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.wandb is not None:
+            self.wandb.log({f"{kind}/{k}": v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
+        print(self._line(kind, step, values), file=sys.stdout, flush=True)
+
+    def _line(self, kind: str, step: int, v: dict[str, Any]) -> str:
+        width = len(str(self.total_steps))
+        head = f"[{kind:5}] step {step:>{width}}/{self.total_steps}"
+        if kind == "train":
+            return (f"{head} {self._bar(step)} loss {v['loss']:.4f} bpb {v['bpb']:.3f} lr {v['lr']:.2e} "
+                    f"gnorm {v['grad_norm']:.3f} {v['words_per_s']:,.0f} words/s {v['bytes_per_s']:,.0f} B/s")
+        return " ".join([head] + [f"{k} {x:.4f}" for k, x in v.items() if isinstance(x, float)])
+
+    def _bar(self, step: int, width: int = 20) -> str:
+        done = round(width * step / max(self.total_steps, 1))
+        return "[" + "#" * done + "." * (width - done) + "]"
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self.wandb.finish()

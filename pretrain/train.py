@@ -1,0 +1,187 @@
+"""The training loop: DeepSpeed ZeRO over StreamingDataLoader batches, one explicit loop.
+
+Run under torchrun (`wordpool train` starts it): each process is one rank. On CPU, DeepSpeed runs
+with DS_ACCELERATOR=cpu and gloo.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import signal
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from launcher.config import WordpoolConfig
+from pretrain import checkpoint
+from pretrain.data import LoaderPosition, clean_stale_streaming_state, endless_batches, make_loader, shard_meta
+from pretrain.evaluate import evaluate, to_device
+from pretrain.metrics import MetricsLogger, stack_sums, summarize
+from pretrain.model import WordPooledLM
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier for optimizer step `step` (0-based): linear warmup, then cosine to min_ratio."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def deepspeed_config(cfg: WordpoolConfig, world: int, bf16: bool) -> dict:
+    t = cfg.train
+    return {
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "train_batch_size": t.micro_batch_size * t.grad_accum * world,
+        "gradient_clipping": t.grad_clip,
+        "zero_optimization": {"stage": t.zero_stage},
+        "bf16": {"enabled": bf16},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _check_shards(cfg: WordpoolConfig) -> dict:
+    meta = shard_meta(cfg.train.data_dir)
+    if meta["max_word_bytes"] > cfg.model.max_word_bytes:
+        raise ValueError(f"shards in {cfg.train.data_dir} have words up to {meta['max_word_bytes']} bytes but "
+                         f"model.max_word_bytes={cfg.model.max_word_bytes}")
+    if meta["words_per_sample"] > cfg.model.max_words:
+        raise ValueError(f"shards hold {meta['words_per_sample']} words per sample but model.max_words="
+                         f"{cfg.model.max_words}")
+    return meta
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _digest(batch: dict[str, torch.Tensor]) -> int:
+    """A fingerprint of the samples in a micro-batch, to prove resumed runs see the same data."""
+    return zlib.crc32(batch["words"].numpy().tobytes())
+
+
+def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
+    on_gpu = torch.cuda.is_available()
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if on_gpu else "cpu")
+    import deepspeed
+
+    t = cfg.train
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")
+    if on_gpu:
+        torch.cuda.set_device(device)
+    bf16 = t.precision == "bf16" or (t.precision == "auto" and on_gpu)
+    run_dir, ckpt_root = Path(t.run_dir), Path(t.run_dir) / "checkpoints"
+    meta = _check_shards(cfg)
+    clean_stale_streaming_state()
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    _seed_everything(t.seed + rank)
+    model = WordPooledLM(cfg.model)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=t.betas)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
+                                           config=deepspeed_config(cfg, world, bf16))
+
+    words, wbytes = meta["words_per_sample"], cfg.model.max_word_bytes
+    train_set, train_loader = make_loader(str(Path(t.data_dir) / "train"), words, wbytes, t.micro_batch_size,
+                                          t.shuffle, t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True)
+    _, val_loader = make_loader(str(Path(t.data_dir) / "val"), words, wbytes, t.micro_batch_size,
+                                False, t.seed, t.num_canonical_nodes, 0, drop_last=False)
+
+    state = {"step": 0, "samples": 0, "position": {"epoch": 0, "samples_in_epoch": 0}}
+    folder = checkpoint.resolve_resume(resume, ckpt_root)
+    if folder is not None:
+        state = checkpoint.load(engine, folder)
+    position = LoaderPosition(**state["position"])
+    micro_global = t.micro_batch_size * world
+    batches = endless_batches(train_set, train_loader, position, micro_global)
+
+    logger = MetricsLogger(run_dir, cfg.wandb, cfg.model_dump(), t.steps) if rank == 0 else None
+    if logger and folder is not None:
+        print(f"resumed from {folder} at step {state['step']} (epoch {position.epoch}, "
+              f"{position.samples_in_epoch} samples into it)", flush=True)
+
+    def all_reduce(x: torch.Tensor) -> None:
+        y = x.to(device)
+        dist.all_reduce(y)
+        x.copy_(y.cpu())
+
+    def run_eval(step: int) -> None:
+        engine.eval()
+        n = min(t.eval_batches, len(val_loader))
+        values = evaluate(engine, val_loader, n, device, all_reduce)
+        engine.train()
+        if logger:
+            logger.log("eval", step, values)
+
+    stop = {"signal": None}
+    for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption: checkpoint at the next step boundary
+        signal.signal(sig, lambda s, _f: stop.update(signal=s))
+
+    kill_at = int(os.environ.get("WORDPOOL_FAULT_KILL_AT_STEP", "0"))  # fault injection for tests
+    if state["step"] == 0:
+        run_eval(0)
+    engine.train()
+    step = state["step"]
+    while step < t.steps:
+        start = time.perf_counter()
+        sums = torch.zeros(5, dtype=torch.float64)
+        digest = 0
+        for _ in range(t.grad_accum):
+            batch = next(batches)
+            digest = zlib.crc32(digest.to_bytes(4, "little"), _digest(batch))
+            out = engine(**to_device(batch, device))
+            engine.backward(out["loss"])
+            engine.step()
+            sums += stack_sums(out).cpu()
+        step += 1
+        state.update(step=step, samples=state["samples"] + micro_global * t.grad_accum,
+                     position=dataclasses.asdict(position))
+        all_reduce(sums)
+        # one collective for the data fingerprint and "did any rank get a preemption signal"
+        flags = torch.tensor([digest, stop["signal"] is not None], dtype=torch.float64)
+        all_reduce(flags)
+        preempted = flags[1].item() > 0
+        seconds = time.perf_counter() - start
+        if logger and (step % t.log_every == 0 or step == t.steps):
+            values = summarize(sums)
+            grad_norm = engine.get_global_grad_norm()
+            values.update(lr=t.lr * warmup_cosine(step - 1, t.warmup_steps, t.steps, t.min_lr_ratio),
+                          grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+                          words_per_s=values["words"] / seconds, bytes_per_s=values["text_bytes"] / seconds,
+                          step_seconds=seconds, samples=state["samples"], epoch=position.epoch,
+                          data_digest=int(flags[0].item()))
+            logger.log("train", step, values)
+        if step % t.eval_every == 0 or step == t.steps:
+            run_eval(step)
+        if step % t.checkpoint_every == 0 or step == t.steps or preempted:
+            checkpoint.save(engine, ckpt_root, step, dict(state), cfg.model_dump())
+        if kill_at and step == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if preempted:
+            if logger:
+                print(f"preemption signal: checkpoint saved at step {step}, exiting", flush=True)
+            break
+    if logger:
+        logger.close()
+    dist.barrier()
+    dist.destroy_process_group()
