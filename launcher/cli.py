@@ -57,11 +57,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pretrain.inference import generate_text
+    from pretrain.inference import generate_text, load_model
 
+    loaded = load_model(args.checkpoint)
     print(args.prompt, end="", flush=True)
     generate_text(args.checkpoint, args.prompt, args.max_words, args.temperature, args.top_k, args.seed,
-                  on_word=lambda w: print(w, end="", flush=True))
+                  on_word=lambda w: print(w, end="", flush=True), loaded=loaded)
     print()
     return 0
 
@@ -69,7 +70,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from launcher.quickstart import quickstart
 
-    return quickstart(args.out)
+    return quickstart(args.out, args.overrides)
 
 
 def _yaml_str(value: str) -> str:
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quickstart", help="the main job on a built-in corpus: prepare, train (2 ranks), eval, generate")
     p.add_argument("--out", default="runs/quickstart", help="folder for the corpus, shards and run")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override configs/quickstart.yaml keys")
     p.set_defaults(func=cmd_quickstart)
 
     return parser

@@ -1,6 +1,8 @@
 """Use a checkpoint without DeepSpeed: rebuild the model, evaluate on val shards, generate text."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 from pathlib import Path
@@ -18,13 +20,17 @@ def load_model(folder: str | Path, device: str = "cpu") -> tuple[WordPooledLM, W
     folder = Path(folder)
     cfg = validate(checkpoint.load_config_dict(folder), str(folder / checkpoint.CONFIG))
     model = WordPooledLM(cfg.model)
-    model.load_state_dict(checkpoint.load_module_weights(folder))
+    # DeepSpeed's consolidation narrates every shard
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        weights = checkpoint.load_module_weights(folder)
+    model.load_state_dict(weights)
     return model.to(device).eval(), cfg
 
 
-def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches: int | None = None) -> dict:
+def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches: int | None = None,
+                    loaded: tuple[WordPooledLM, WordpoolConfig] | None = None) -> dict:
     """Val bits/byte and next-word accuracy; appended to the run's metrics.jsonl like the trainer's."""
-    model, cfg = load_model(folder)
+    model, cfg = loaded or load_model(folder)
     data_dir = data_dir or cfg.train.data_dir
     words = shard_meta(data_dir)["words_per_sample"]
     _, loader = make_loader(str(Path(data_dir) / "val"), words, cfg.model.max_word_bytes, cfg.train.micro_batch_size,
@@ -40,11 +46,12 @@ def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches
 
 
 def generate_text(folder: str | Path, prompt: str, max_words: int, temperature: float = 0.0,
-                  top_k: int | None = None, seed: int = 0, on_word=None) -> str:
+                  top_k: int | None = None, seed: int = 0, on_word=None,
+                  loaded: tuple[WordPooledLM, WordpoolConfig] | None = None) -> str:
     """The prompt's continuation; `on_word(text)` is called as each word is produced."""
     from data_pipeline.segment import split_words
 
-    model, cfg = load_model(folder)
+    model, cfg = loaded or load_model(folder)
     generator = torch.Generator().manual_seed(seed)
     context = split_words(prompt, cfg.model.max_word_bytes) if prompt else []
     produced: list[bytes] = []

@@ -98,3 +98,21 @@ def test_training_path_does_not_import_ray():
     code = ("import sys, pretrain.train, pretrain.inference, launcher.cli; "
             "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_quickstart_end_to_end_short(tmp_path):
+    """The README's main job, shortened: built-in corpus -> Ray prepare -> 2-rank ZeRO-2 -> eval -> sample."""
+    out = tmp_path / "qs"
+    proc = wordpool("quickstart", "--out", str(out), "train.steps=12", "train.checkpoint_every=6",
+                    "train.eval_every=6", "train.eval_batches=2", "wandb.mode=offline", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    corpus_bytes = sum(p.stat().st_size for p in (out / "corpus").iterdir())
+    assert corpus_bytes >= 500_000
+    assert (out / "shards" / "train" / "index.json").is_file()
+    assert (out / "run" / "checkpoints" / "step_00000012" / "COMPLETE").is_file()
+    assert list((out / "run" / "wandb").glob("offline-run-*"))
+    assert "validation bits/byte" in proc.stdout and "sample (" in proc.stdout
+    assert f"Outputs in {out}" in proc.stdout
+    evals = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    bpb = [r["val_bpb"] for r in evals if r["kind"] == "eval"]
+    assert bpb[-1] < bpb[0]
