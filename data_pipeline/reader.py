@@ -1,6 +1,7 @@
 """Read prepared shards back with mosaicml-streaming, and rebuild the documents they hold."""
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterator
@@ -12,8 +13,11 @@ from data_pipeline.shard_format import SPLITS
 
 def iter_samples(split_dir: str | Path) -> Iterator[dict]:
     """Every sample of one split, in shard order (no shuffling)."""
-    if not (Path(split_dir) / "index.json").is_file():
+    index = Path(split_dir) / "index.json"
+    if not index.is_file():
         raise FileNotFoundError(f"no index.json in {split_dir}: not a finished prepare output")
+    if not json.loads(index.read_text())["shards"]:
+        return  # an empty split (e.g. no document drew val) is valid; StreamingDataset refuses it
     dataset = StreamingDataset(local=str(split_dir), shuffle=False, batch_size=1)
     for i in range(dataset.num_samples):
         yield dataset[i]

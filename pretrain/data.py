@@ -27,6 +27,11 @@ def shard_meta(data_dir: str | Path) -> dict[str, Any]:
     return json.loads(stats.read_text())["config"]
 
 
+def split_has_samples(split_dir: str | Path) -> bool:
+    index = Path(split_dir) / "index.json"
+    return index.is_file() and any(shard["samples"] for shard in json.loads(index.read_text())["shards"])
+
+
 def encode_sample(sample: dict, words_per_sample: int, max_word_bytes: int) -> dict[str, torch.Tensor]:
     """One MDS sample -> fixed-shape tensors (the model's batch contract)."""
     lens = np.asarray(sample["word_lens"], dtype=np.int64)

@@ -11,7 +11,7 @@ import torch
 
 from launcher.config import WordpoolConfig, validate
 from pretrain import checkpoint
-from pretrain.data import make_loader, shard_meta
+from pretrain.data import make_loader, shard_meta, split_has_samples
 from pretrain.evaluate import evaluate
 from pretrain.model import WordPooledLM
 
@@ -33,6 +33,8 @@ def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches
     model, cfg = loaded or load_model(folder)
     data_dir = data_dir or cfg.train.data_dir
     words = shard_meta(data_dir)["words_per_sample"]
+    if not split_has_samples(Path(data_dir) / "val"):
+        raise ValueError(f"{data_dir}/val holds no samples: nothing to evaluate (raise data.val_fraction)")
     _, loader = make_loader(str(Path(data_dir) / "val"), words, cfg.model.max_word_bytes, cfg.train.micro_batch_size,
                             False, cfg.train.seed, cfg.train.num_canonical_nodes, 0, drop_last=False)
     values = evaluate(model, loader, max_batches or len(loader), torch.device("cpu"))

@@ -20,7 +20,8 @@ import torch.distributed as dist
 
 from launcher.config import WordpoolConfig
 from pretrain import checkpoint
-from pretrain.data import LoaderPosition, clean_stale_streaming_state, endless_batches, make_loader, shard_meta
+from pretrain.data import (LoaderPosition, clean_stale_streaming_state, endless_batches, make_loader, shard_meta,
+                           split_has_samples)
 from pretrain.evaluate import evaluate, to_device
 from pretrain.metrics import MetricsLogger, stack_sums, summarize
 from pretrain.model import WordPooledLM
@@ -71,6 +72,11 @@ def _digest(batch: dict[str, torch.Tensor]) -> int:
     return zlib.crc32(batch["words"].numpy().tobytes())
 
 
+def _grad_norm(module: torch.nn.Module) -> float:
+    norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
 def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
     on_gpu = torch.cuda.is_available()
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if on_gpu else "cpu")
@@ -104,8 +110,13 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
     words, wbytes = meta["words_per_sample"], cfg.model.max_word_bytes
     train_set, train_loader = make_loader(str(Path(t.data_dir) / "train"), words, wbytes, t.micro_batch_size,
                                           t.shuffle, t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True)
-    _, val_loader = make_loader(str(Path(t.data_dir) / "val"), words, wbytes, t.micro_batch_size,
-                                False, t.seed, t.num_canonical_nodes, 0, drop_last=False)
+    val_dir = Path(t.data_dir) / "val"
+    val_loader = None
+    if split_has_samples(val_dir):
+        _, val_loader = make_loader(str(val_dir), words, wbytes, t.micro_batch_size,
+                                    False, t.seed, t.num_canonical_nodes, 0, drop_last=False)
+    elif rank == 0:
+        print(f"warning: {val_dir} holds no samples: evaluation is skipped", flush=True)
 
     state = {"step": 0, "samples": 0, "position": {"epoch": 0, "samples_in_epoch": 0}}
     folder = checkpoint.resolve_resume(resume, ckpt_root)
@@ -126,6 +137,8 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
         x.copy_(y.cpu())
 
     def run_eval(step: int) -> None:
+        if val_loader is None:
+            return
         engine.eval()
         n = min(t.eval_batches, len(val_loader))
         values = evaluate(engine, val_loader, n, device, all_reduce)
@@ -142,6 +155,7 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
         run_eval(0)
     engine.train()
     step = state["step"]
+    plain_grad_norm = float("nan")
     while step < t.steps:
         start = time.perf_counter()
         sums = torch.zeros(5, dtype=torch.float64)
@@ -151,6 +165,8 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
             digest = zlib.crc32(digest.to_bytes(4, "little"), _digest(batch))
             out = engine(**to_device(batch, device))
             engine.backward(out["loss"])
+            if t.zero_stage == 0 and engine.is_gradient_accumulation_boundary():
+                plain_grad_norm = _grad_norm(engine.module)  # DeepSpeed reports none without ZeRO
             engine.step()
             sums += stack_sums(out).cpu()
         step += 1
@@ -164,7 +180,7 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
         seconds = time.perf_counter() - start
         if logger and (step % t.log_every == 0 or step == t.steps):
             values = summarize(sums)
-            grad_norm = engine.get_global_grad_norm()
+            grad_norm = engine.get_global_grad_norm() if t.zero_stage > 0 else plain_grad_norm
             values.update(lr=t.lr * warmup_cosine(step - 1, t.warmup_steps, t.steps, t.min_lr_ratio),
                           grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
                           words_per_s=values["words"] / seconds, bytes_per_s=values["text_bytes"] / seconds,
