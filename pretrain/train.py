@@ -5,11 +5,14 @@ with DS_ACCELERATOR=cpu and gloo.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import fcntl
 import math
 import os
 import random
 import signal
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -77,7 +80,25 @@ def _grad_norm(module: torch.nn.Module) -> float:
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
 
 
+def _die_with_parent() -> None:
+    """torchrun starts workers in their own session: if the agent is SIGKILLed they would keep training
+    (and writing checkpoints) beside the restarted job. Ask Linux to kill this rank with its parent."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _lock_run_dir(run_dir: Path):
+    """One live training job per run folder; the lock dies with the process, so a crash never leaves it."""
+    handle = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RuntimeError(f"another training job is running in {run_dir} (it holds {run_dir / '.lock'})") from None
+    return handle
+
+
 def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
+    _die_with_parent()
     on_gpu = torch.cuda.is_available()
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if on_gpu else "cpu")
     import deepspeed
@@ -93,8 +114,10 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
     run_dir, ckpt_root = Path(t.run_dir), Path(t.run_dir) / "checkpoints"
     meta = _check_shards(cfg)
     clean_stale_streaming_state()
+    lock = None
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_run_dir(run_dir)
 
     _seed_everything(t.seed + rank)
     model = WordPooledLM(cfg.model)
@@ -199,5 +222,7 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
             break
     if logger:
         logger.close()
+    if lock:
+        lock.close()
     dist.barrier()
     dist.destroy_process_group()

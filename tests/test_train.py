@@ -116,3 +116,30 @@ def test_quickstart_end_to_end_short(tmp_path):
     evals = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     bpb = [r["val_bpb"] for r in evals if r["kind"] == "eval"]
     assert bpb[-1] < bpb[0]
+
+
+def test_ranks_die_with_a_sigkilled_launcher(shards, tmp_path):
+    """torchrun puts ranks in their own session; killing the job must not leave them training."""
+    import signal
+    import time
+
+    run = tmp_path / "orphan"
+    cmd = [sys.executable, "-m", "launcher.cli", "train", "--nproc", "2", f"train.data_dir={shards}",
+           f"train.run_dir={run}", *TINY, "train.steps=100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while not (run / "metrics.jsonl").is_file() or '"kind": "train"' not in (run / "metrics.jsonl").read_text():
+            assert time.time() < deadline and proc.poll() is None, "training did not start"
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+    def ranks_alive():
+        out = subprocess.run(["pgrep", "-f", f"train.run_dir={run}"], capture_output=True, text=True).stdout
+        return out.split()
+
+    deadline = time.time() + 20
+    while ranks_alive() and time.time() < deadline:
+        time.sleep(0.5)
+    assert not ranks_alive()
