@@ -1,14 +1,18 @@
 """Raw input files -> documents and rejected records.
 
-Every byte of an input file ends up either in an accepted document's text, in the JSON envelope of
-an accepted JSON Lines record (`markup_bytes`), or in a rejected record with file, line and reason.
+Every byte of an input (as `sources.input_size` counts it) ends up either in an accepted document's
+text, in the JSON envelope of an accepted JSON Lines record (`markup_bytes`), or in a rejected record
+with file, line (row, for tables) and reason.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterator
+
+import pyarrow as pa
+
+from data_pipeline.sources import CorruptInput, detect_format, is_text_type, read_bytes, text_column
 
 BINARY_SNIFF_BYTES = 8192
 
@@ -31,12 +35,6 @@ class Rejected:
     line: int
     nbytes: int
     reason: str
-
-
-def detect_format(path: str, declared: str) -> str:
-    if declared != "auto":
-        return declared
-    return "jsonl" if path.endswith((".jsonl", ".ndjson", ".json")) else "text"
 
 
 def _paragraphs(data: bytes) -> list[bytes]:
@@ -136,8 +134,56 @@ def read_jsonl(path: str, data: bytes, field: str) -> Iterator[Document | Reject
             yield Document(path, ordinal, start, line, body, markup_bytes=len(raw) - nbytes)
 
 
+def read_table(path: str, fmt: str, field: str) -> Iterator[Document | Rejected]:
+    """Parquet file or saved HF dataset: one document per row of the text column `field`; row r
+    (0-based) has ordinal = offset = r and line = r + 1. A row accounts for the UTF-8 bytes of its
+    text value (0 for null or non-string), matching sources.input_size."""
+    row = 0
+    try:
+        for array in text_column(path, fmt, field):
+            if not is_text_type(array.type):
+                for _ in range(len(array)):
+                    yield Rejected(path, row, row, row + 1, 0, f"column {field!r} is {array.type}, not a string")
+                    row += 1
+                continue
+            for raw in array.cast(pa.large_binary()).to_pylist():
+                yield _table_row(path, row, field, raw)
+                row += 1
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:  # unreadable file or batch: the rows before it stand
+        yield Rejected(path, row, row, row + 1, 0, f"cannot read {fmt} from row {row + 1} on: {exc}")
+        return
+    if row == 0:
+        yield Rejected(path, 0, 0, 1, 0, "no rows")
+
+
+def _table_row(path: str, row: int, field: str, raw: bytes | None) -> Document | Rejected:
+    def reject(nbytes: int, reason: str) -> Rejected:
+        return Rejected(path, row, row, row + 1, nbytes, reason)
+
+    if raw is None:
+        return reject(0, f"null in text column {field!r}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:  # arrow strings are not always validated
+        return reject(len(raw), f"invalid UTF-8 at byte {exc.start} of the text ({exc.reason})")
+    if not text.strip():
+        return reject(len(raw), "empty document")
+    return Document(path, row, row, row + 1, text)
+
+
 def read_file(path: str, input_format: str, rule: str, field: str) -> Iterator[Document | Rejected]:
-    data = Path(path).read_bytes()
+    """Documents and rejected records of one input (local path or URL, see sources.expand_inputs)."""
+    fmt = detect_format(path, input_format)
+    if fmt in ("parquet", "hf"):
+        yield from read_table(path, fmt, field)
+        return
+    try:
+        data = read_bytes(path)
+    except CorruptInput as exc:
+        yield Rejected(path, 0, 0, 1, exc.nbytes, str(exc))
+        return
     nul = data.find(b"\x00", 0, BINARY_SNIFF_BYTES)
     if nul >= 0:
         yield Rejected(path, 0, 0, 1, len(data), f"binary file (NUL byte at offset {nul})")
@@ -145,7 +191,7 @@ def read_file(path: str, input_format: str, rule: str, field: str) -> Iterator[D
     if not data:
         yield Rejected(path, 0, 0, 1, 0, "empty document")
         return
-    if detect_format(path, input_format) == "jsonl":
+    if fmt == "jsonl":
         yield from read_jsonl(path, data, field)
     else:
         yield from read_text(path, data, rule)

@@ -4,48 +4,76 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+import numpy as np
 from streaming import StreamingDataset
 
 from data_pipeline.shard_format import SPLITS
 
 
-def iter_samples(split_dir: str | Path) -> Iterator[dict]:
-    """Every sample of one split, in shard order (no shuffling)."""
-    index = Path(split_dir) / "index.json"
+def dataset_dirs(root: str | Path, split: str) -> list[Path]:
+    """The split's MDS datasets: the split folder itself, or one per length bucket (decomposition)."""
+    base = Path(root) / split
+    buckets = sorted(p.parent for p in base.glob("len-*/index.json"))
+    return buckets or [base]
+
+
+def iter_samples(dataset_dir: str | Path) -> Iterator[dict]:
+    """Every sample of one MDS dataset folder, in shard order (no shuffling)."""
+    index = Path(dataset_dir) / "index.json"
     if not index.is_file():
-        raise FileNotFoundError(f"no index.json in {split_dir}: not a finished prepare output")
+        raise FileNotFoundError(f"no index.json in {dataset_dir}: not a finished prepare output")
     if not json.loads(index.read_text())["shards"]:
         return  # an empty split (e.g. no document drew val) is valid; StreamingDataset refuses it
-    dataset = StreamingDataset(local=str(split_dir), shuffle=False, batch_size=1)
+    dataset = StreamingDataset(local=str(dataset_dir), shuffle=False, batch_size=1)
     for i in range(dataset.num_samples):
         yield dataset[i]
 
 
-def rebuild_documents(root: str | Path) -> dict[tuple[str, int], tuple[int, bytes]]:
-    """{(source, ordinal): (offset, text bytes)} for every document in the train and val shards.
+def _segment_items(sample: dict, first: int, n: int) -> Any:
+    if "word_lens" in sample:
+        lens = np.asarray(sample["word_lens"], dtype=np.int64)
+        start = int(lens[:first].sum())
+        return sample["bytes"][start : start + int(lens[first : first + n].sum())]
+    return np.asarray(sample["tokens"][first : first + n])
 
-    Raises if a document is missing a part or its end-of-document marker."""
-    parts: dict[tuple[str, int], list[tuple[int, bytes, bool]]] = defaultdict(list)
+
+def _to_bytes(pieces: list[Any], root: Path) -> bytes:
+    if isinstance(pieces[0], bytes):
+        return b"".join(pieces)
+    tokens = np.concatenate(pieces)
+    if tokens.dtype == np.uint16:  # bytes tokenization
+        return tokens.astype(np.uint8).tobytes()
+    from data_pipeline.bpe import TOKENIZER_FILE, load_bpe
+
+    return load_bpe(str(root / TOKENIZER_FILE)).decode(tokens.tolist(), skip_special_tokens=False).encode("utf-8")
+
+
+def rebuild_documents(root: str | Path, splits=SPLITS) -> dict[tuple[str, int], tuple[int, bytes]]:
+    """{(source, ordinal): (offset, text bytes)} for every document in the shards, any tokenization
+    or packing. Raises if a document misses a part or its end-of-document marker."""
+    root = Path(root)
+    parts: dict[tuple[str, int], list[tuple[int, Any, bool]]] = defaultdict(list)
     offsets: dict[tuple[str, int], int] = {}
-    for split in SPLITS:
-        for sample in iter_samples(Path(root) / split):
-            data, lens = sample["bytes"], sample["word_lens"]
-            bounds = [0]
-            for n in lens:
-                bounds.append(bounds[-1] + int(n))
-            for source, ordinal, offset, part, first, n_words, ends in sample["docs"]:
-                key = (source, ordinal)
-                offsets[key] = offset
-                parts[key].append((part, data[bounds[first] : bounds[first + n_words]], ends))
+    for split in splits:
+        for dataset in dataset_dirs(root, split):
+            for sample in iter_samples(dataset):
+                for source, ordinal, offset, part, first, n_items, ends in sample["docs"]:
+                    offsets[(source, ordinal)] = offset
+                    parts[(source, ordinal)].append((part, _segment_items(sample, first, n_items), ends))
     documents = {}
     for key, pieces in parts.items():
-        pieces.sort()
+        pieces.sort(key=lambda p: p[0])
         if [p for p, _, _ in pieces] != list(range(len(pieces))) or not pieces[-1][2]:
             raise ValueError(f"document {key} is incomplete in the shards")
-        documents[key] = (offsets[key], b"".join(piece for _, piece, _ in pieces))
+        documents[key] = (offsets[key], _to_bytes([items for _, items, _ in pieces], root))
     return documents
+
+
+def document_splits(root: str | Path) -> dict[tuple[str, int], str]:
+    """{(source, ordinal): split} — to check that tokenizations share documents and split."""
+    return {key: split for split in SPLITS for key in rebuild_documents(root, (split,))}
 
 
 def rebuild_sources(root: str | Path) -> dict[str, bytes]:

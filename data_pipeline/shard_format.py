@@ -1,11 +1,13 @@
 """The on-disk sample format shared by the writer (Ray job) and the readers (training, rebuild).
 
-A sample is a run of `words_per_sample` words, documents packed back to back. Columns:
-- `bytes`: the words' bytes concatenated (no per-word padding on disk);
-- `word_lens`: uint32 byte length of each word; a 0 marks the end of a document;
-- `docs`: one segment per (part of a) document in the sample:
-  [source, ordinal, offset, part, first_word, n_words, ends] — `ends` says the document's
-  end-of-document marker closes this segment (a long document spans several samples).
+Three tokenizations of the same documents, each packed into samples of N *items*:
+- words:  columns `bytes` (the words' bytes concatenated, no per-word padding) and `word_lens`
+          (uint32 byte length of each word; 0 marks the end of a document);
+- bytes:  column `tokens` (uint16 byte values; 256 marks the end of a document);
+- bpe:    column `tokens` (uint32 BPE ids; the tokenizer's end-of-document id marks the end).
+Every sample also has `docs`: one segment per (part of a) document it holds,
+  [source, ordinal, offset, part, first_item, n_items, ends]
+where `ends` says the document's end marker closes this segment (a long document spans samples).
 No Ray import here: training nodes read shards without Ray.
 """
 from __future__ import annotations
@@ -14,38 +16,69 @@ from typing import Any, Iterator
 
 import numpy as np
 
-COLUMNS = {"bytes": "bytes", "word_lens": "ndarray:uint32", "docs": "json"}
 SPLITS = ("train", "val")
-EOD_LEN = 0
+TOKENIZERS = ("words", "bytes", "bpe")
+EOD_LEN = 0  # words: a zero-length word is the end-of-document marker
+BYTE_EOD = 256  # bytes: the token after the 256 byte values
+COLUMNS = {
+    "words": {"bytes": "bytes", "word_lens": "ndarray:uint32", "docs": "json"},
+    "bytes": {"tokens": "ndarray:uint16", "docs": "json"},
+    "bpe": {"tokens": "ndarray:uint32", "docs": "json"},
+}
+
+
+class DocItems:
+    """A document as a sequence of items (words or tokens), its end marker included."""
+
+    def __init__(self, tokens: np.ndarray | None = None, data: bytes = b"", word_lens: np.ndarray | None = None):
+        self.tokens, self.data = tokens, data
+        if word_lens is not None:
+            self.word_lens = word_lens
+            self.bounds = np.concatenate([[0], np.cumsum(word_lens, dtype=np.int64)])
+        self.n = len(tokens) if tokens is not None else len(word_lens)
+
+    @classmethod
+    def from_words(cls, data: bytes, lengths: np.ndarray) -> "DocItems":
+        return cls(data=data, word_lens=np.append(lengths.astype(np.uint32), np.uint32(EOD_LEN)))
+
+    @classmethod
+    def from_tokens(cls, tokens: np.ndarray, eod: int) -> "DocItems":
+        return cls(tokens=np.append(tokens, np.array([eod], dtype=tokens.dtype)))
+
+    def take(self, start: int, stop: int) -> dict[str, Any]:
+        if self.tokens is not None:
+            return {"tokens": self.tokens[start:stop]}
+        return {"bytes": self.data[self.bounds[start] : self.bounds[stop]], "word_lens": self.word_lens[start:stop]}
 
 
 class SamplePacker:
-    """Packs documents' words (plus an end-of-document marker each) into fixed-size samples."""
+    """Packs documents back to back into samples of exactly `items_per_sample` items (the last one
+    of a writer may be shorter). `one_doc_per_sample` instead emits each added chunk on its own
+    (dataset decomposition: no sample mixes documents)."""
 
-    def __init__(self, words_per_sample: int):
-        self.words_per_sample = words_per_sample
+    def __init__(self, items_per_sample: int, one_doc_per_sample: bool = False):
+        self.items_per_sample = items_per_sample
+        self.one_doc_per_sample = one_doc_per_sample
         self._reset()
 
     def _reset(self) -> None:
-        self._pieces: list[bytes] = []
-        self._lens: list[np.ndarray] = []
+        self._pieces: list[dict[str, Any]] = []
         self._segments: list[list[Any]] = []
         self._count = 0
 
-    def add(self, source: str, ordinal: int, offset: int, data: bytes, lengths: np.ndarray) -> Iterator[dict]:
-        lens = np.append(lengths.astype(np.uint32), np.uint32(EOD_LEN))
-        bounds = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])
-        pos, part, n = 0, 0, len(lens)
-        while pos < n:
-            take = min(self.words_per_sample - self._count, n - pos)
-            ends = pos + take == n
-            self._pieces.append(data[bounds[pos] : bounds[pos + take]])
-            self._lens.append(lens[pos : pos + take])
+    def add(self, source: str, ordinal: int, offset: int, doc: DocItems, first_part: int = 0,
+            start: int = 0, stop: int | None = None) -> Iterator[dict]:
+        stop = doc.n if stop is None else stop
+        pos, part = start, first_part
+        while pos < stop:
+            take = min(self.items_per_sample - self._count, stop - pos)
+            ends = pos + take == doc.n
+            self._pieces.append(doc.take(pos, pos + take))
             self._segments.append([source, ordinal, offset, part, self._count, take - int(ends), ends])
             self._count += take
             pos += take
             part += 1
-            if self._count == self.words_per_sample:
+            if self._count == self.items_per_sample or self.one_doc_per_sample:
                 yield self._emit()
 
     def flush(self) -> Iterator[dict]:
@@ -53,13 +86,32 @@ class SamplePacker:
             yield self._emit()
 
     def _emit(self) -> dict:
-        sample = {"bytes": b"".join(self._pieces), "word_lens": np.concatenate(self._lens), "docs": self._segments}
+        sample: dict[str, Any] = {"docs": self._segments}
+        for key in self._pieces[0]:
+            values = [p[key] for p in self._pieces]
+            sample[key] = b"".join(values) if key == "bytes" else np.concatenate(values)
         self._reset()
         return sample
 
 
+def decomposition(n: int, max_len: int) -> list[tuple[int, int]]:
+    """Dataset decomposition (Pouransari et al., 2024): cut n items into chunks whose lengths are
+    powers of two — as many max_len chunks as fit, then the binary digits of the remainder,
+    largest first. Returns (start, stop) pairs covering [0, n)."""
+    chunks, pos = [], 0
+    while n - pos >= max_len:
+        chunks.append((pos, pos + max_len))
+        pos += max_len
+    rest = n - pos
+    for bit in reversed(range(rest.bit_length())):
+        if rest >> bit & 1:
+            chunks.append((pos, pos + (1 << bit)))
+            pos += 1 << bit
+    return chunks
+
+
 def sample_words(sample: dict) -> list[bytes]:
-    """The sample's words as bytes; end-of-document markers come out as b""."""
+    """A words sample's words as bytes; end-of-document markers come out as b""."""
     data, lens = sample["bytes"], np.asarray(sample["word_lens"], dtype=np.int64)
     bounds = np.concatenate([[0], np.cumsum(lens)])
     return [data[bounds[i] : bounds[i + 1]] for i in range(len(lens))]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from data_pipeline.config import UserError
 from launcher.config import ConfigError, WordpoolConfig, load_config
 
 
@@ -26,11 +27,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         extra.append(f"data.output={_yaml_str(args.output)}")
     if args.ray_address:
         extra.append(f"data.ray_address={_yaml_str(args.ray_address)}")
+    if args.tokenizer:
+        extra.append(f"data.tokenizer={args.tokenizer}")
     cfg = _config(args, extra)
     from data_pipeline.job import run_prepare
-    from launcher.report import print_prepare_summary
+    from launcher.report import PrepareProgress, print_prepare_summary
 
-    stats = run_prepare(cfg.data)
+    with PrepareProgress(len(cfg.data.inputs)) as progress:
+        stats = run_prepare(cfg.data, force=args.force, on_unit=progress.update)
     print_prepare_summary(stats, cfg.data.output)
     return 0
 
@@ -73,6 +77,16 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return quickstart(args.out, args.overrides)
 
 
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from data_pipeline.bench import BenchSettings, print_report, run_bench
+
+    settings = BenchSettings(inputs=args.input, scale=args.scale, repeats=args.repeats, job_repeats=args.job_repeats,
+                             parts=args.parts, doc_split=args.doc_split, max_word_bytes=args.max_word_bytes,
+                             split_digits=args.split_digits, bpe_vocab_size=args.bpe_vocab_size)
+    print_report(run_bench(settings, args.json))
+    return 0
+
+
 def _yaml_str(value: str) -> str:
     import json
 
@@ -92,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", nargs="+", metavar="PATH", help="input files or globs (overrides data.inputs)")
     p.add_argument("--output", metavar="DIR", help="output folder (overrides data.output)")
     p.add_argument("--ray-address", help="join an existing Ray cluster (overrides data.ray_address)")
+    p.add_argument("--tokenizer", choices=["words", "bytes", "bpe"], help="overrides data.tokenizer")
+    p.add_argument("--force", action="store_true",
+                   help="delete an output folder holding another job (other config or inputs) and start over")
     _add_common(p)
     p.set_defaults(func=cmd_prepare)
 
@@ -123,6 +140,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override configs/quickstart.yaml keys")
     p.set_defaults(func=cmd_quickstart)
 
+    p = sub.add_parser("bench", help="benchmarks (bench data: pipeline throughput vs a BPE baseline)")
+    bench = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    p = bench.add_parser("data", help="segmentation MB/s per core vs HF BPE, and the Ray job with 1 and 2 workers",
+                         description="Measure segmentation+encoding and HF BPE encoding MB/s per core, and the whole "
+                                     "prepare job's MB/s with 1 and 2 Ray workers, on the same text.")
+    p.add_argument("--input", action="extend", nargs="+", required=True, metavar="PATH",
+                   help="text or JSONL files (repeatable)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--scale", type=int, default=4, help="repeat the text N times (default 4)")
+    p.add_argument("--repeats", type=int, default=5, help="per-core passes, best counts (default 5)")
+    p.add_argument("--job-repeats", type=int, default=2, help="Ray job runs per worker count (default 2)")
+    p.add_argument("--parts", type=int, default=8, help="files the text is cut into for the Ray job (default 8)")
+    p.add_argument("--doc-split", choices=["file", "paragraph", "line"], default="paragraph")
+    p.add_argument("--max-word-bytes", type=int, default=32)
+    p.add_argument("--split-digits", action="store_true", help="number-aware splitting (groups of 3 digits)")
+    p.add_argument("--bpe-vocab-size", type=int, default=8192)
+    p.set_defaults(func=cmd_bench_data)
+
     return parser
 
 
@@ -137,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (FileNotFoundError, ValueError) as exc:
         # expected user errors get one clear line; anything deeper keeps its traceback
-        if type(exc) not in (FileNotFoundError, ValueError):
+        if not isinstance(exc, UserError) and type(exc) not in (FileNotFoundError, ValueError):
             raise
         print(f"wordpool {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from data_pipeline.config import DataConfig, Strict
+from data_pipeline.config import DataConfig, Strict, UserError
 from pretrain.config import ModelConfig, TrainConfig, WandbConfig
 
 
@@ -22,7 +22,7 @@ class WordpoolConfig(Strict):
     wandb: WandbConfig = Field(default_factory=WandbConfig)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config that cannot be used; the message is meant for the user as is."""
 
 

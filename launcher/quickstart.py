@@ -33,7 +33,7 @@ def quickstart(out: str, overrides: list[str] | None = None, nproc: int = 2) -> 
           f"documentation in {out / 'corpus'}", flush=True)
     cfg.data.inputs = [str(p) for p in corpus]
     print("== 2/4 prepare: Ray Data job -> MDS shards", flush=True)
-    stats = run_prepare(cfg.data)
+    stats = run_prepare(cfg.data, force=True)  # the corpus was just rewritten: a new job
     import ray
 
     ray.shutdown()  # free the cores for training

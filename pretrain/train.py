@@ -55,6 +55,9 @@ def deepspeed_config(cfg: WordpoolConfig, world: int, bf16: bool) -> dict:
 
 def _check_shards(cfg: WordpoolConfig) -> dict:
     meta = shard_meta(cfg.train.data_dir)
+    if meta.get("tokenizer", "words") != "words" or meta.get("packing", "fixed") != "fixed":
+        raise ValueError(f"shards in {cfg.train.data_dir} hold {meta.get('tokenizer')} / {meta.get('packing')} "
+                         f"packing; the word-pooled model trains on data.tokenizer=words, data.packing=fixed")
     if meta["max_word_bytes"] > cfg.model.max_word_bytes:
         raise ValueError(f"shards in {cfg.train.data_dir} have words up to {meta['max_word_bytes']} bytes but "
                          f"model.max_word_bytes={cfg.model.max_word_bytes}")

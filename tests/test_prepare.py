@@ -22,7 +22,7 @@ def test_prepare_and_rebuild_byte_for_byte(ray_cluster, corpora, tmp_path):
     for split in ("train", "val"):
         assert (out / split / "index.json").is_file()
         assert stats["splits"][split]["samples"] > 0
-    assert list((out / "train").glob("task-*/shard.*.mds.zstd"))
+    assert list((out / "train").glob("unit-*/shard.*.mds.zstd"))
     assert stats["rejected_count"] == 0
     assert stats["bytes"] == stats["input_bytes"] == sum(p.stat().st_size for p in inputs)
     rebuilt = rebuild_sources(out)

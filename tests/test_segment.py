@@ -1,3 +1,6 @@
+import itertools
+import re
+
 import pytest
 
 from data_pipeline.segment import segment, split_words
@@ -41,3 +44,101 @@ def test_prefix_stable(corpora, name):
         prefix = split_words(text[:cut], 16)
         assert prefix[:-1] == full[: len(prefix) - 1]
         assert full[len(prefix) - 1].startswith(prefix[-1])
+
+
+# --- one uncapped split + capping in Python must match hat-splitter's own capped split ---
+
+@pytest.mark.parametrize("name", LANG_FILES)
+@pytest.mark.parametrize("cap", [4, 8, 32])
+def test_matches_hat_splitter_cap(corpora, name, cap):
+    from hat_splitter import HATSplitter
+
+    text = (corpora / name).read_text(encoding="utf-8")[:100_000]
+    splitter = HATSplitter()
+    assert split_words(text, cap) == splitter.split_with_limit(text, cap)
+    expected_cut = sum(1 for w in splitter.split(text) if len(w.encode()) > cap)
+    assert segment(text, cap).words_cut == expected_cut
+
+
+# --- split_digits: runs of > 3 ASCII digits cut into groups of 3 from the right ---
+
+@pytest.mark.parametrize("text, words", [
+    (" 1234567,", [b" 1", b"234", b"567,"]),
+    ("1234", [b"1", b"234"]),
+    ("123456", [b"123", b"456"]),
+    ("123", [b"123"]),
+    ("call 5551234567.", [b"call", b" 5", b"551", b"234", b"567."]),
+    (" x12345y", [b" x12", b"345y"]),
+    (" abc12345def6789", [b" abc12", b"345def6", b"789"]),  # text between runs joins the next run's group
+    ("١٢٣٤٥ １２３４５", ["١٢٣٤٥".encode(), " １２３４５".encode()]),  # only ASCII digits are grouped
+])
+def test_split_digits_groups(text, words):
+    assert split_words(text, 64, split_digits=True) == words
+    assert b"".join(split_words(text, 64)) == text.encode()
+
+
+def _numeric_text(n_words: int, seed: int = 0) -> str:
+    import random
+
+    rng = random.Random(seed)
+    parts = []
+    for _ in range(n_words):
+        kind = rng.random()
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 25)))
+        if kind < 0.3:
+            parts.append(digits)
+        elif kind < 0.4:
+            parts.append(f"${digits[:4]},{digits[4:7]}.{digits[7:9]}")
+        elif kind < 0.5:
+            parts.append(f"x{digits}y{digits[::-1]}ž")
+        elif kind < 0.6:
+            parts.append(f"{digits}-{digits[:2]}-{digits[-5:]}")
+        else:
+            parts.append(rng.choice(["the", "Число", "数字", "and,", "(see", "ok)"]))
+    return " ".join(parts) + ("\n" if seed % 2 else "")
+
+
+@pytest.mark.parametrize("cap", [4, 5, 8, 32])
+def test_split_digits_lossless_capped_and_counted(cap):
+    from hat_splitter import HATSplitter
+
+    text = _numeric_text(3000)
+    seg = segment(text, cap, split_digits=True)
+    assert seg.data == text.encode()
+    assert int(seg.lengths.sum()) == len(seg.data) and int(seg.lengths.min()) >= 1
+    assert int(seg.lengths.max()) <= cap
+    words = split_words(text, cap, split_digits=True)
+    assert [len(w) for w in words] == seg.lengths.tolist()
+    for w in words:
+        w.decode("utf-8")  # cuts on character boundaries
+    assert not any(re.search(rb"[0-9]{4}", w) for w in words)  # no piece keeps a run of > 3 digits
+    # words_cut counts the cap's cuts only: a long number grouped by digits is not "cut"
+    uncapped = split_words(text, 2**31, split_digits=True)
+    assert seg.words_cut == sum(1 for w in uncapped if len(w) > cap)
+    assert segment(text, cap).words_cut == sum(1 for w in HATSplitter().split(text) if len(w.encode()) > cap)
+
+
+def test_long_number_not_counted_as_cut():
+    seg = segment(" " + "9" * 40, 8, split_digits=True)
+    assert seg.words_cut == 0 and seg.lengths.tolist() == [2] + [3] * 13
+    assert segment(" " + "9" * 40, 8).words_cut == 1
+
+
+@pytest.mark.parametrize("split_digits", [False, True])
+def test_prefix_stable_except_last_word(split_digits):
+    """Pieces of every hat-splitter word before the prefix's last one are final; a growing number
+    regroups from the right, so the last word's pieces may all change."""
+    from hat_splitter import HATSplitter
+
+    text = _numeric_text(400, seed=1)
+    full = split_words(text, 6, split_digits=split_digits)
+    for cut in range(1, len(text), 37):
+        prefix_text = text[:cut]
+        prefix = split_words(prefix_text, 6, split_digits=split_digits)
+        last_word = HATSplitter().split_with_limit(prefix_text, 2**31)[-1]
+        stable_bytes = len(prefix_text.encode()) - len(last_word)
+        n_stable = sum(1 for end in itertools.accumulate(map(len, prefix)) if end <= stable_bytes)
+        assert prefix[:n_stable] == full[:n_stable]
+        assert b"".join(full).startswith(b"".join(prefix))
+        if not split_digits:  # without digit groups only the very last piece may still grow
+            assert prefix[:-1] == full[: len(prefix) - 1]

@@ -1,0 +1,156 @@
+"""One unit of work of the prepare job: an input file -> its own shard folders, then a done marker.
+
+A unit's output depends only on its file and the config, so a rerun after a crash redoes exactly
+the units without a marker and produces the same shards. Layout under the output root:
+  {split}/unit-00003/                 fixed packing (one MDS folder per unit and split)
+  {split}/len-00064/unit-00003/       dataset decomposition (one bucket per power-of-two length)
+  _units/unit-00003.json              the marker: counts, rejections, histograms (written last)
+  _units/unit-00003.freq.parquet      word counts of the unit's training documents
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data_pipeline.config import DataConfig
+from data_pipeline.documents import Document, read_file
+from data_pipeline.segment import segment
+from data_pipeline.shard_format import BYTE_EOD, COLUMNS, SPLITS, DocItems, SamplePacker, decomposition
+from data_pipeline.sources import input_size
+from data_pipeline.split import assign_split
+
+COUNTERS = ("documents", "words", "tokens", "document_bytes", "markup_bytes", "rejected_bytes", "words_cut",
+            "samples")
+WORDS_PER_DOC_BINS = 24  # log2 buckets: 1, 2-3, 4-7, ...
+
+
+def unit_name(unit: int) -> str:
+    return f"unit-{unit:05d}"
+
+
+def marker_path(output: Path, unit: int) -> Path:
+    return output / "_units" / f"{unit_name(unit)}.json"
+
+
+def remove_partial(output: Path, unit: int) -> None:
+    """A unit without its marker may have half-written folders: they are never merged, and go."""
+    name = unit_name(unit)
+    for split in SPLITS:
+        for folder in [output / split / name, *(output / split).glob(f"len-*/{name}")]:
+            shutil.rmtree(folder, ignore_errors=True)
+    (output / "_units" / f"{name}.freq.parquet").unlink(missing_ok=True)
+
+
+class _Writers:
+    """MDS writers opened on first use, one per (split, bucket)."""
+
+    def __init__(self, output: Path, name: str, columns: dict, compression: str | None, size_limit: int):
+        self.output, self.name, self.columns = output, name, columns
+        self.compression, self.size_limit = compression, size_limit
+        self.open: dict[tuple[str, int | None], Any] = {}
+
+    def write(self, split: str, bucket: int | None, sample: dict) -> None:
+        key = (split, bucket)
+        if key not in self.open:
+            from streaming import MDSWriter
+
+            folder = self.output / split / (f"len-{bucket:05d}" if bucket else "") / self.name
+            self.open[key] = MDSWriter(out=str(folder), columns=self.columns, compression=self.compression,
+                                       size_limit=self.size_limit)
+        self.open[key].write(sample)
+
+    def finish(self) -> list[str]:
+        for writer in self.open.values():
+            writer.finish()
+        return sorted(f"{split}/" + (f"len-{b:05d}/" if b else "") + self.name for split, b in self.open)
+
+
+def _encoder(cfg: DataConfig, tokenizer_file: str | None):
+    if cfg.tokenizer == "words":
+        return lambda text, seg: DocItems.from_words(seg.data, seg.lengths)
+    if cfg.tokenizer == "bytes":
+        return lambda text, seg: DocItems.from_tokens(np.frombuffer(seg.data, dtype=np.uint8).astype(np.uint16), BYTE_EOD)
+    from data_pipeline.bpe import eod_id, load_bpe
+
+    tokenizer, eod = load_bpe(tokenizer_file), eod_id(tokenizer_file)
+    return lambda text, seg: DocItems.from_tokens(np.asarray(tokenizer.encode(text).ids, dtype=np.uint32), eod)
+
+
+def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_file: str | None) -> dict[str, Any]:
+    out, unit, path = Path(output), int(row["unit"]), row["path"]
+    name = unit_name(unit)
+    remove_partial(out, unit)
+    items_per_sample = cfg.words_per_sample if cfg.tokenizer == "words" else cfg.tokens_per_sample
+    decompose = cfg.packing == "decompose"
+    writers = _Writers(out, name, COLUMNS[cfg.tokenizer], None if cfg.compression == "none" else cfg.compression,
+                       cfg.shard_size_limit)
+    packers: dict[tuple[str, int | None], SamplePacker] = {}
+    counts = {split: dict.fromkeys(COUNTERS, 0) for split in SPLITS}
+    rejected: list[dict[str, Any]] = []
+    word_bytes_hist = np.zeros(cfg.max_word_bytes + 1, dtype=np.int64)
+    words_per_doc_hist = np.zeros(WORDS_PER_DOC_BINS, dtype=np.int64)
+    freq: Counter[bytes] = Counter()
+    encode = _encoder(cfg, tokenizer_file)
+
+    def emit(split: str, bucket: int | None, samples) -> None:
+        for sample in samples:
+            writers.write(split, bucket, sample)
+            counts[split]["samples"] += 1
+
+    for rec in read_file(path, cfg.input_format, cfg.doc_split, cfg.text_field):
+        split = assign_split(cfg.seed, rec.source, rec.ordinal, cfg.val_fraction)
+        c = counts[split]
+        if not isinstance(rec, Document):
+            rejected.append({"source": rec.source, "line": rec.line, "offset": rec.offset, "reason": rec.reason,
+                             "bytes": rec.nbytes})
+            c["rejected_bytes"] += rec.nbytes
+            continue
+        seg = segment(rec.text, cfg.max_word_bytes, split_digits=cfg.split_digits)
+        doc = encode(rec.text, seg)
+        c["documents"] += 1
+        c["words"] += len(seg.lengths)
+        c["tokens"] += doc.n - 1
+        c["document_bytes"] += len(seg.data)
+        c["markup_bytes"] += rec.markup_bytes
+        c["words_cut"] += seg.words_cut
+        word_bytes_hist += np.bincount(seg.lengths, minlength=cfg.max_word_bytes + 1)[: cfg.max_word_bytes + 1]
+        words_per_doc_hist[min(WORDS_PER_DOC_BINS - 1, max(len(seg.lengths), 1).bit_length() - 1)] += 1
+        if split == "train":
+            bounds = np.concatenate([[0], np.cumsum(seg.lengths, dtype=np.int64)]).tolist()
+            freq.update(seg.data[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
+        if not decompose:
+            packer = packers.setdefault((split, None), SamplePacker(items_per_sample))
+            emit(split, None, packer.add(rec.source, rec.ordinal, rec.offset, doc))
+            continue
+        for part, (start, stop) in enumerate(decomposition(doc.n, items_per_sample)):
+            bucket = stop - start
+            packer = packers.setdefault((split, bucket), SamplePacker(bucket, one_doc_per_sample=True))
+            emit(split, bucket, packer.add(rec.source, rec.ordinal, rec.offset, doc, part, start, stop))
+    for (split, bucket), packer in packers.items():
+        emit(split, bucket, packer.flush())
+    folders = writers.finish()
+    _write_freq(out / "_units" / f"{name}.freq.parquet", freq)
+    summary = {"unit": unit, "path": path, "input_bytes": input_size(path, cfg.input_format, cfg.text_field),
+               "counts": counts, "rejected": rejected, "folders": folders,
+               "word_bytes_hist": word_bytes_hist.tolist(), "words_per_doc_hist": words_per_doc_hist.tolist()}
+    marker = marker_path(out, unit)
+    tmp = marker.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(summary))
+    tmp.replace(marker)  # the unit counts as done only from here on
+    return summary
+
+
+def _write_freq(path: Path, freq: Counter) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"word": pa.array(list(freq.keys()), pa.binary()),
+                      "count": pa.array(list(freq.values()), pa.int64())})
+    pq.write_table(table, path)

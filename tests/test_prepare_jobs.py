@@ -1,0 +1,111 @@
+"""The prepare job at corpus scale: three tokenizations, resumable units, change detection,
+dataset decomposition, word frequencies and plots."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_pipeline.config import DataConfig
+from data_pipeline.job import JobMismatch, run_prepare
+from data_pipeline.reader import dataset_dirs, document_splits, iter_samples, rebuild_sources
+from data_pipeline.stats import read_word_freq
+
+
+@pytest.fixture(scope="module")
+def shakespeare_three_ways(ray_cluster, corpora, tmp_path_factory):
+    src = str(corpora / "tinyshakespeare.txt")
+    out = {}
+    for tok in ("words", "bytes", "bpe"):
+        folder = tmp_path_factory.mktemp(tok)
+        stats = run_prepare(DataConfig(inputs=[src], output=str(folder), tokenizer=tok, bpe_vocab_size=2000,
+                                       tokens_per_sample=512, words_per_sample=128, val_fraction=0.1))
+        out[tok] = (folder, stats)
+    return src, out
+
+
+def test_three_tokenizations_share_documents_and_split(shakespeare_three_ways):
+    src, runs = shakespeare_three_ways
+    splits = {tok: document_splits(folder) for tok, (folder, _) in runs.items()}
+    assert splits["words"] == splits["bytes"] == splits["bpe"]
+    assert set(splits["words"].values()) == {"train", "val"}
+    original = open(src, "rb").read()
+    for tok, (folder, stats) in runs.items():
+        assert rebuild_sources(folder)[src] == original, tok
+        assert stats["bytes"] == len(original) and stats["words"] == runs["words"][1]["words"]
+    assert runs["bytes"][1]["bytes_per_token"] == 1.0
+    assert 2.0 < runs["bpe"][1]["bytes_per_token"] < 6.0
+    assert 3.5 < runs["words"][1]["bytes_per_word"] < 6.5
+    assert (runs["bpe"][0] / "tokenizer.json").is_file()
+
+
+def test_word_frequencies_and_histograms(shakespeare_three_ways):
+    folder, stats = shakespeare_three_ways[1]["words"]
+    freq = read_word_freq(folder)
+    assert sum(freq.values()) == stats["splits"]["train"]["words"]
+    top = max(freq, key=freq.get)
+    assert top in {b" the", b",", b" I", b" and", b"\n"} or freq[top] > 1000
+    assert sum(stats["word_bytes_hist"]) == stats["words"]
+    assert (folder / "histograms.png").stat().st_size > 5000
+
+
+def _cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _content(folder):
+    """Hash of every shard and index file of the prepared splits, by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for split in ("train", "val") for p in sorted((folder / split).rglob("*")) if p.is_file()}
+
+
+def test_killed_driver_rerun_gives_identical_shards(ray_cluster, corpora, tmp_path):
+    inputs = [str(p) for p in sorted((corpora / "ud").glob("*.txt"))]
+    address = ray_cluster.get_runtime_context().gcs_address
+    common = ["--input", *inputs, "--ray-address", address, "data.doc_split=line", "data.words_per_sample=64"]
+    full = _cli("prepare", "--output", str(tmp_path / "full"), *common)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    cut = tmp_path / "cut"
+    killed = _cli("prepare", "--output", str(cut), *common, env={"WORDPOOL_FAULT_KILL_AFTER_UNITS": "3"})
+    assert killed.returncode != 0
+    done = list((cut / "_units").glob("unit-*.json"))
+    assert 3 <= len(done) < len(inputs) and not (cut / "stats.json").exists()
+
+    rerun = _cli("prepare", "--output", str(cut), *common)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    stats = json.loads((cut / "stats.json").read_text())
+    assert stats["units_skipped"] >= 3
+    assert _content(cut) == _content(tmp_path / "full")
+
+    changed = _cli("prepare", "--output", str(cut), *common, "data.max_word_bytes=16")
+    assert changed.returncode == 2 and "data.max_word_bytes" in changed.stderr and "--force" in changed.stderr
+    forced = _cli("prepare", "--output", str(cut), *common, "data.max_word_bytes=16", "--force")
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert json.loads((cut / "stats.json").read_text())["config"]["max_word_bytes"] == 16
+
+
+def test_dataset_decomposition_buckets(ray_cluster, corpora, tmp_path):
+    src = str(corpora / "ud" / "de_gsd-dev.txt")
+    stats = run_prepare(DataConfig(inputs=[src], output=str(tmp_path), doc_split="paragraph", packing="decompose",
+                                   words_per_sample=256, val_fraction=0.0))
+    buckets = dataset_dirs(tmp_path, "train")
+    assert len(buckets) > 1
+    for bucket in buckets:
+        length = int(bucket.name.removeprefix("len-"))
+        assert length & (length - 1) == 0 and length <= 256
+        for sample in iter_samples(bucket):
+            assert len(sample["word_lens"]) == length and len(sample["docs"]) == 1  # one document, no mixing
+    assert rebuild_sources(tmp_path)[src] == open(src, "rb").read()
+    assert stats["splits"]["train"]["documents"] == 1
+
+
+def test_refuses_foreign_output_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(JobMismatch, match="not empty"):
+        run_prepare(DataConfig(inputs=[str(tmp_path / "notes.txt")], output=str(tmp_path)))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
