@@ -28,11 +28,12 @@ def train_bpe(texts: Iterable[str], vocab_size: int, out_file: Path) -> None:
 
 
 @lru_cache(maxsize=4)
-def load_bpe(path: str):
+def load_bpe(tokenizer_json: str):
+    """A tokenizer from its JSON text (cached: each task loads it once)."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(path)
+    return Tokenizer.from_str(tokenizer_json)
 
 
-def eod_id(path: str) -> int:
-    return load_bpe(path).token_to_id(EOD_TOKEN)
+def eod_id(tokenizer_json: str) -> int:
+    return load_bpe(tokenizer_json).token_to_id(EOD_TOKEN)

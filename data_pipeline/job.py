@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from data_pipeline.config import DataConfig, UserError
@@ -20,7 +18,8 @@ from data_pipeline.documents import Document, read_file
 from data_pipeline.shard_format import SPLITS
 from data_pipeline.sources import expand_inputs, filesystem_for
 from data_pipeline.split import assign_split
-from data_pipeline.unit import marker_path, process_unit, remove_partial
+from data_pipeline.output import OutputRoot
+from data_pipeline.unit import marker_rel, process_unit
 
 JOB_FILE = "_job.json"
 # settings that do not change what is written (where Ray runs, not what it computes)
@@ -49,51 +48,51 @@ def job_record(cfg: DataConfig, inputs: list[str]) -> dict[str, Any]:
     return {"config": content, "inputs": [input_identity(p) for p in inputs]}
 
 
-def _start_or_resume(output: Path, record: dict[str, Any], force: bool) -> None:
-    job_file = output / JOB_FILE
-    if job_file.is_file():
-        previous = json.loads(job_file.read_text())
+def _start_or_resume(out: OutputRoot, record: dict[str, Any], force: bool) -> None:
+    if out.exists(JOB_FILE):
+        previous = json.loads(out.read_text(JOB_FILE))
         if previous == record:
+            out.local.mkdir(parents=True, exist_ok=True)
             return
         if not force:
             changed = [k for k in previous["config"] if previous["config"].get(k) != record["config"].get(k)]
             inputs_changed = previous["inputs"] != record["inputs"]
             what = ", ".join([f"data.{k}" for k in changed] + (["the input files"] if inputs_changed else []))
-            raise JobMismatch(f"{output} holds a prepare job with different {what}: refusing to mix them. "
+            raise JobMismatch(f"{out.url} holds a prepare job with different {what}: refusing to mix them. "
                               f"Use another --output, or --force to delete it and start over.")
-    if output.exists() and any(output.iterdir()):
-        if not force and not job_file.is_file():
-            raise JobMismatch(f"{output} is not empty and holds no prepare job: use another --output, or --force "
-                              f"to delete its contents")
-        for child in output.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    output.mkdir(parents=True, exist_ok=True)
-    tmp = output / (JOB_FILE + ".tmp")
+    elif not force and not out.is_empty():
+        raise JobMismatch(f"{out.url} is not empty and holds no prepare job: use another --output, or --force "
+                          f"to delete its contents")
+    out.clear()
+    tmp = out.local / (JOB_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(job_file)
+    tmp.replace(out.local / JOB_FILE)
+    out.publish(JOB_FILE)
 
 
-def _train_tokenizer(cfg: DataConfig, inputs: list[str], output: Path) -> str | None:
+def _train_tokenizer(cfg: DataConfig, inputs: list[str], out: OutputRoot) -> str | None:
+    """The BPE tokenizer as JSON (tasks get the text itself: they may run on nodes without the file)."""
     if cfg.tokenizer != "bpe":
         return None
     from data_pipeline.bpe import TOKENIZER_FILE, train_bpe
 
-    path = output / TOKENIZER_FILE
-    if not path.is_file():  # a resumed job keeps the tokenizer its finished units used
+    if out.exists(TOKENIZER_FILE):  # a resumed job keeps the tokenizer its finished units used
+        return out.fetch(TOKENIZER_FILE).read_text()
 
-        def train_texts():
-            budget = cfg.bpe_train_bytes
-            for p in inputs:
-                for rec in read_file(p, cfg.input_format, cfg.doc_split, cfg.text_field):
-                    if isinstance(rec, Document) and assign_split(cfg.seed, rec.source, rec.ordinal,
-                                                                  cfg.val_fraction) == "train":
-                        yield rec.text
-                        budget -= len(rec.text)
-                        if budget <= 0:
-                            return
+    def train_texts():
+        budget = cfg.bpe_train_bytes
+        for p in inputs:
+            for rec in read_file(p, cfg.input_format, cfg.doc_split, cfg.text_field):
+                if isinstance(rec, Document) and assign_split(cfg.seed, rec.source, rec.ordinal,
+                                                              cfg.val_fraction) == "train":
+                    yield rec.text
+                    budget -= len(rec.text)
+                    if budget <= 0:
+                        return
 
-        train_bpe(train_texts(), cfg.bpe_vocab_size, path)
-    return str(path)
+    train_bpe(train_texts(), cfg.bpe_vocab_size, out.local / TOKENIZER_FILE)
+    out.publish(TOKENIZER_FILE)
+    return (out.local / TOKENIZER_FILE).read_text()
 
 
 def _init_ray(cfg: DataConfig):
@@ -108,21 +107,28 @@ def _init_ray(cfg: DataConfig):
     return ray
 
 
-def _merge_indexes(output: Path, summaries: list[dict[str, Any]]) -> None:
+def _merge_indexes(out: OutputRoot, summaries: list[dict[str, Any]]) -> None:
     """One index.json per dataset folder (a split, or a split's length bucket), from finished units only."""
     from streaming.base.util import merge_index
 
-    by_dataset: dict[Path, list[str]] = {}
+    by_dataset: dict[str, list[str]] = {}
     for summary in summaries:
         for folder in summary["folders"]:
-            by_dataset.setdefault((output / folder).parent, []).append(str(output / folder / "index.json"))
-    for dataset, indexes in sorted(by_dataset.items()):
-        merge_index(indexes, str(dataset), keep_local=True, download_timeout=60)
+            by_dataset.setdefault(folder.rpartition("/")[0], []).append(str(out.fetch(f"{folder}/index.json")))
     for split in SPLITS:  # a split no document drew still gets an (empty) index, so readers see it
-        index = output / split / "index.json"
-        if not index.exists() and not any((output / split).glob("len-*/index.json")):
-            index.parent.mkdir(parents=True, exist_ok=True)
-            index.write_text(json.dumps({"version": 2, "shards": []}))
+        if not any(d == split or d.startswith(f"{split}/") for d in by_dataset):
+            (out.local / split).mkdir(parents=True, exist_ok=True)
+            (out.local / split / "index.json").write_text(json.dumps({"version": 2, "shards": []}))
+            out.publish(f"{split}/index.json")
+    for dataset, indexes in sorted(by_dataset.items()):
+        (out.local / dataset / "index.json").unlink(missing_ok=True)  # a rerun merges afresh
+        merge_index(indexes, str(out.local / dataset), keep_local=True, download_timeout=60)
+        out.publish(f"{dataset}/index.json")
+
+
+def _forwarded_env() -> dict[str, str]:
+    """Object-store settings of the driver, for tasks on workers started before they were set."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "WORDPOOL_STAGING"))}
 
 
 def _unit_task(row: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -136,29 +142,28 @@ def run_prepare(cfg: DataConfig, force: bool = False,
     from data_pipeline.stats import summarize, write_plots, write_word_freq
 
     inputs = expand_inputs(cfg.inputs)
-    output = Path(cfg.output)
-    _start_or_resume(output, job_record(cfg, inputs), force)
+    out = OutputRoot(cfg.output)
+    _start_or_resume(out, job_record(cfg, inputs), force)
     start = time.perf_counter()
-    tokenizer_file = _train_tokenizer(cfg, inputs, output)
-    todo = [u for u in range(len(inputs)) if not marker_path(output, u).is_file()]
-    for unit in todo:
-        remove_partial(output, unit)
+    tokenizer_json = _train_tokenizer(cfg, inputs, out)
+    todo = [u for u in range(len(inputs)) if not out.exists(marker_rel(u))]
     kill_after = int(os.environ.get("WORDPOOL_FAULT_KILL_AFTER_UNITS", "0"))  # crash injection for tests
     if todo:
         ray = _init_ray(cfg)
         ds = ray.data.from_items([{"unit": u, "path": inputs[u]} for u in todo], override_num_blocks=len(todo))
-        ds = ds.map(_unit_task, fn_kwargs={"cfg": cfg, "output": str(output), "tokenizer_file": tokenizer_file})
+        ds = ds.map(_unit_task, fn_kwargs={"cfg": cfg, "output": cfg.output, "tokenizer_json": tokenizer_json},
+                    runtime_env={"env_vars": _forwarded_env()})
         for done, row in enumerate(ds.iter_rows(), start=1):
             if on_unit:
                 on_unit(json.loads(row["summary"]), time.perf_counter() - start)
             if kill_after and done >= kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
-    summaries = [json.loads(marker_path(output, u).read_text()) for u in range(len(inputs))]
-    _merge_indexes(output, summaries)
+    summaries = [json.loads(out.read_text(marker_rel(u))) for u in range(len(inputs))]
+    _merge_indexes(out, summaries)
     stats = summarize(cfg, inputs, summaries, time.perf_counter() - start, skipped=len(inputs) - len(todo))
-    if tokenizer_file:
-        stats["tokenizer_file"] = tokenizer_file
-    write_word_freq(output, len(inputs))
-    write_plots(output, stats)
-    (output / "stats.json").write_text(json.dumps(stats, indent=1))
+    write_word_freq(out, len(inputs))
+    write_plots(out.local, stats)
+    (out.local / "stats.json").write_text(json.dumps(stats, indent=1))
+    for rel in ("histograms.png", "stats.json"):  # stats.json last: its presence means the job is complete
+        out.publish(rel)
     return stats

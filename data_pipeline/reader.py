@@ -47,7 +47,7 @@ def _to_bytes(pieces: list[Any], root: Path) -> bytes:
         return tokens.astype(np.uint8).tobytes()
     from data_pipeline.bpe import TOKENIZER_FILE, load_bpe
 
-    return load_bpe(str(root / TOKENIZER_FILE)).decode(tokens.tolist(), skip_special_tokens=False).encode("utf-8")
+    return load_bpe((root / TOKENIZER_FILE).read_text()).decode(tokens.tolist(), skip_special_tokens=False).encode("utf-8")
 
 
 def rebuild_documents(root: str | Path, splits=SPLITS) -> dict[tuple[str, int], tuple[int, bytes]]:

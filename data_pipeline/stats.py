@@ -48,15 +48,16 @@ def summarize(cfg: DataConfig, inputs: list[str], summaries: list[dict[str, Any]
     }
 
 
-def write_word_freq(output: Path, n_units: int) -> None:
+def write_word_freq(out, n_units: int) -> None:
     """Sum the units' counts into one table (word bytes, count), most frequent first."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(output / "_units" / f"{unit_name(u)}.freq.parquet") for u in range(n_units)]
+    tables = [pq.read_table(out.fetch(f"_units/{unit_name(u)}.freq.parquet")) for u in range(n_units)]
     merged = pa.concat_tables(tables).group_by("word").aggregate([("count", "sum")])
     merged = merged.rename_columns(["word", "count"]).sort_by([("count", "descending"), ("word", "ascending")])
-    pq.write_table(merged, output / WORD_FREQ_FILE)
+    pq.write_table(merged, out.local / WORD_FREQ_FILE)
+    out.publish(WORD_FREQ_FILE)
 
 
 def read_word_freq(output: str | Path) -> dict[bytes, int]:

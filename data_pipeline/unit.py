@@ -20,6 +20,7 @@ import numpy as np
 
 from data_pipeline.config import DataConfig
 from data_pipeline.documents import Document, read_file
+from data_pipeline.output import OutputRoot
 from data_pipeline.segment import segment
 from data_pipeline.shard_format import BYTE_EOD, COLUMNS, SPLITS, DocItems, SamplePacker, decomposition
 from data_pipeline.sources import input_size
@@ -34,8 +35,8 @@ def unit_name(unit: int) -> str:
     return f"unit-{unit:05d}"
 
 
-def marker_path(output: Path, unit: int) -> Path:
-    return output / "_units" / f"{unit_name(unit)}.json"
+def marker_rel(unit: int) -> str:
+    return f"_units/{unit_name(unit)}.json"
 
 
 def remove_partial(output: Path, unit: int) -> None:
@@ -71,20 +72,20 @@ class _Writers:
         return sorted(f"{split}/" + (f"len-{b:05d}/" if b else "") + self.name for split, b in self.open)
 
 
-def _encoder(cfg: DataConfig, tokenizer_file: str | None):
+def _encoder(cfg: DataConfig, tokenizer_json: str | None):
     if cfg.tokenizer == "words":
         return lambda text, seg: DocItems.from_words(seg.data, seg.lengths)
     if cfg.tokenizer == "bytes":
         return lambda text, seg: DocItems.from_tokens(np.frombuffer(seg.data, dtype=np.uint8).astype(np.uint16), BYTE_EOD)
     from data_pipeline.bpe import eod_id, load_bpe
 
-    tokenizer, eod = load_bpe(tokenizer_file), eod_id(tokenizer_file)
+    tokenizer, eod = load_bpe(tokenizer_json), eod_id(tokenizer_json)
     return lambda text, seg: DocItems.from_tokens(np.asarray(tokenizer.encode(text).ids, dtype=np.uint32), eod)
 
 
-def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_file: str | None) -> dict[str, Any]:
-    out, unit, path = Path(output), int(row["unit"]), row["path"]
-    name = unit_name(unit)
+def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_json: str | None) -> dict[str, Any]:
+    root, unit, path = OutputRoot(output), int(row["unit"]), row["path"]
+    out, name = root.local, unit_name(unit)
     remove_partial(out, unit)
     items_per_sample = cfg.words_per_sample if cfg.tokenizer == "words" else cfg.tokens_per_sample
     decompose = cfg.packing == "decompose"
@@ -96,7 +97,7 @@ def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_fi
     word_bytes_hist = np.zeros(cfg.max_word_bytes + 1, dtype=np.int64)
     words_per_doc_hist = np.zeros(WORDS_PER_DOC_BINS, dtype=np.int64)
     freq: Counter[bytes] = Counter()
-    encode = _encoder(cfg, tokenizer_file)
+    encode = _encoder(cfg, tokenizer_json)
 
     def emit(split: str, bucket: int | None, samples) -> None:
         for sample in samples:
@@ -139,10 +140,15 @@ def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_fi
     summary = {"unit": unit, "path": path, "input_bytes": input_size(path, cfg.input_format, cfg.text_field),
                "counts": counts, "rejected": rejected, "folders": folders,
                "word_bytes_hist": word_bytes_hist.tolist(), "words_per_doc_hist": words_per_doc_hist.tolist()}
-    marker = marker_path(out, unit)
+    for rel in [*folders, f"_units/{name}.freq.parquet"]:
+        root.publish(rel)
+    marker = out / marker_rel(unit)
     tmp = marker.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(summary))
-    tmp.replace(marker)  # the unit counts as done only from here on
+    tmp.replace(marker)
+    root.publish(marker_rel(unit))  # the unit counts as done only from here on
+    if root.remote:  # staged copies are no longer needed on this node
+        remove_partial(out, unit)
     return summary
 
 

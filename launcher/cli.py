@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text or JSONL files (repeatable)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     p.add_argument("--scale", type=int, default=4, help="repeat the text N times (default 4)")
-    p.add_argument("--repeats", type=int, default=5, help="per-core passes, best counts (default 5)")
+    p.add_argument("--repeats", type=int, default=4, help="per-core passes, best counts (default 4)")
     p.add_argument("--job-repeats", type=int, default=2, help="Ray job runs per worker count (default 2)")
     p.add_argument("--parts", type=int, default=8, help="files the text is cut into for the Ray job (default 8)")
     p.add_argument("--doc-split", choices=["file", "paragraph", "line"], default="paragraph")
