@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 from typing import Any, Callable
 
@@ -147,17 +146,18 @@ def run_prepare(cfg: DataConfig, force: bool = False,
     start = time.perf_counter()
     tokenizer_json = _train_tokenizer(cfg, inputs, out)
     todo = [u for u in range(len(inputs)) if not out.exists(marker_rel(u))]
-    kill_after = int(os.environ.get("WORDPOOL_FAULT_KILL_AFTER_UNITS", "0"))  # crash injection for tests
+    # crash injection for tests: the task of this unit kills the driver, then itself, before its marker
+    fault_unit = int(os.environ.get("WORDPOOL_FAULT_KILL_DRIVER_AT_UNIT", "-1"))
+    fault = {"unit": fault_unit, "driver_pid": os.getpid()} if fault_unit >= 0 else None
     if todo:
         ray = _init_ray(cfg)
         ds = ray.data.from_items([{"unit": u, "path": inputs[u]} for u in todo], override_num_blocks=len(todo))
-        ds = ds.map(_unit_task, fn_kwargs={"cfg": cfg, "output": cfg.output, "tokenizer_json": tokenizer_json},
+        ds = ds.map(_unit_task, fn_kwargs={"cfg": cfg, "output": cfg.output, "tokenizer_json": tokenizer_json,
+                                           "fault": fault},
                     runtime_env={"env_vars": _forwarded_env()})
-        for done, row in enumerate(ds.iter_rows(), start=1):
+        for row in ds.iter_rows():
             if on_unit:
                 on_unit(json.loads(row["summary"]), time.perf_counter() - start)
-            if kill_after and done >= kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
     summaries = [json.loads(out.read_text(marker_rel(u))) for u in range(len(inputs))]
     _merge_indexes(out, summaries)
     stats = summarize(cfg, inputs, summaries, time.perf_counter() - start, skipped=len(inputs) - len(todo))

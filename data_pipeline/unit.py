@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,8 @@ def _encoder(cfg: DataConfig, tokenizer_json: str | None):
     return lambda text, seg: DocItems.from_tokens(np.asarray(tokenizer.encode(text).ids, dtype=np.uint32), eod)
 
 
-def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_json: str | None) -> dict[str, Any]:
+def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_json: str | None,
+                 fault: dict[str, int] | None = None) -> dict[str, Any]:
     root, unit, path = OutputRoot(output), int(row["unit"]), row["path"]
     out, name = root.local, unit_name(unit)
     remove_partial(out, unit)
@@ -142,6 +144,9 @@ def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_js
                "word_bytes_hist": word_bytes_hist.tolist(), "words_per_doc_hist": words_per_doc_hist.tolist()}
     for rel in [*folders, f"_units/{name}.freq.parquet"]:
         root.publish(rel)
+    if fault and fault["unit"] == unit:  # test-only: a crash after the shards, before the marker
+        os.kill(fault["driver_pid"], signal.SIGKILL)
+        os.kill(os.getpid(), signal.SIGKILL)
     marker = out / marker_rel(unit)
     tmp = marker.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(summary))
