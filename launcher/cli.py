@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from data_pipeline.config import UserError
 from launcher.config import ConfigError, WordpoolConfig, load_config
@@ -44,6 +45,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from launcher.local_launch import default_nproc, launch_local, under_torchrun
 
     if not under_torchrun():
+        if args.resume not in (None, "auto", "none"):  # a bad path fails here, not after N ranks started
+            from pretrain.checkpoint import resolve_resume
+
+            resolve_resume(args.resume, Path(cfg.train.run_dir) / "checkpoints")
         return launch_local(args.argv, args.nproc or default_nproc())
     from pretrain.train import train
 
@@ -148,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", action="extend", nargs="+", required=True, metavar="PATH",
                    help="text or JSONL files (repeatable)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    p.add_argument("--scale", type=int, default=4, help="repeat the text N times (default 4)")
-    p.add_argument("--repeats", type=int, default=4, help="per-core passes, best counts (default 4)")
+    p.add_argument("--scale", type=int, default=8, help="the Ray job reads the text N times over (default 8)")
+    p.add_argument("--repeats", type=int, default=16, help="per-core passes, best counts (default 16)")
     p.add_argument("--job-repeats", type=int, default=2, help="Ray job runs per worker count (default 2)")
     p.add_argument("--parts", type=int, default=8, help="files the text is cut into for the Ray job (default 8)")
     p.add_argument("--doc-split", choices=["file", "paragraph", "line"], default="paragraph")

@@ -66,29 +66,29 @@ def _content(folder):
 def test_killed_driver_rerun_gives_identical_shards(ray_cluster, corpora, tmp_path):
     inputs = [str(p) for p in sorted((corpora / "ud").glob("*-dev.txt"))]  # 4 files, 4 units
     address = ray_cluster.get_runtime_context().gcs_address
-    common = ["--input", *inputs, "--ray-address", address, "data.doc_split=line", "data.words_per_sample=64"]
-    full = _cli("prepare", "--output", str(tmp_path / "full"), *common)
-    assert full.returncode == 0, full.stderr[-3000:]
 
+    def cfg(out, **kw):
+        return DataConfig(inputs=inputs, output=str(out), doc_split="line", words_per_sample=64, **kw)
+
+    run_prepare(cfg(tmp_path / "full"))
     cut = tmp_path / "cut"
-    killed = _cli("prepare", "--output", str(cut), *common, env={"WORDPOOL_FAULT_KILL_DRIVER_AT_UNIT": "2"})
+    # a driver process on the same cluster, killed (with the task of unit 2) after unit 2 wrote its shards
+    killed = _cli("prepare", "--input", *inputs, "--output", str(cut), "--ray-address", address,
+                  "data.doc_split=line", "data.words_per_sample=64", env={"WORDPOOL_FAULT_KILL_DRIVER_AT_UNIT": "2"})
     assert killed.returncode != 0
     done = list((cut / "_units").glob("unit-*.json"))
     assert len(done) < len(inputs) and not (cut / "_units" / "unit-00002.json").exists()
     assert list((cut / "train").glob("unit-00002/shard.*"))  # its shards were written, never merged
     assert not (cut / "stats.json").exists()
 
-    rerun = _cli("prepare", "--output", str(cut), *common)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    stats = json.loads((cut / "stats.json").read_text())
+    stats = run_prepare(cfg(cut))
     assert stats["units_skipped"] == len(done)
     assert _content(cut) == _content(tmp_path / "full")
 
-    changed = _cli("prepare", "--output", str(cut), *common, "data.max_word_bytes=16")
+    changed = _cli("prepare", "--input", *inputs, "--output", str(cut), "data.doc_split=line",
+                   "data.words_per_sample=64", "data.max_word_bytes=16")
     assert changed.returncode == 2 and "data.max_word_bytes" in changed.stderr and "--force" in changed.stderr
-    forced = _cli("prepare", "--output", str(cut), *common, "data.max_word_bytes=16", "--force")
-    assert forced.returncode == 0, forced.stderr[-3000:]
-    assert json.loads((cut / "stats.json").read_text())["config"]["max_word_bytes"] == 16
+    assert run_prepare(cfg(cut, max_word_bytes=16), force=True)["config"]["max_word_bytes"] == 16
 
 
 def test_dataset_decomposition_buckets(ray_cluster, corpora, tmp_path):

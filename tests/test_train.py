@@ -81,17 +81,28 @@ def test_exact_resume_after_sigkill(shards, tmp_path):
     assert gen.stdout.startswith("The service was") and len(gen.stdout.strip()) > len("The service was")
 
 
-def test_resume_from_named_checkpoint_and_incomplete_refused(shards, tmp_path):
-    run = tmp_path / "run"
-    first = train(shards, run, "train.steps=4", "train.checkpoint_every=2", "train.zero_stage=1")
-    assert first.returncode == 0, first.stderr[-4000:]
-    named = run / "checkpoints" / "step_00000002"
-    (run / "checkpoints" / "step_00000004" / "COMPLETE").unlink()  # as if a rank died while saving
-    again = train(shards, run, "train.steps=4", "train.checkpoint_every=2", "train.zero_stage=1", "--resume", "auto")
-    assert again.returncode == 0, again.stderr[-4000:]
-    assert f"resumed from {named}" in again.stdout
-    refused = train(shards, run, "train.steps=4", "--resume", str(run / "checkpoints" / "missing"))
-    assert refused.returncode != 0
+def test_checkpoint_selection_skips_incomplete(tmp_path):
+    from pretrain.checkpoint import COMPLETE, LATEST, find_latest, resolve_resume
+
+    root = tmp_path / "checkpoints"
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (root / f"step_{step:08d}").mkdir(parents=True)
+        if complete:
+            (root / f"step_{step:08d}" / COMPLETE).write_text("{}")
+    (root / LATEST).write_text("step_00000006")  # the pointer names a checkpoint a rank never finished
+    assert find_latest(root) == root / "step_00000004"
+    assert resolve_resume("auto", root) == root / "step_00000004"
+    assert resolve_resume(str(root / "step_00000002"), root) == root / "step_00000002"
+    assert resolve_resume(None, root) is None and resolve_resume("auto", tmp_path / "none") is None
+    with pytest.raises(ValueError, match="incomplete"):
+        resolve_resume(str(root / "step_00000006"), root)
+    with pytest.raises(FileNotFoundError):
+        resolve_resume(str(root / "step_00000008"), root)
+
+
+def test_resume_from_a_missing_checkpoint_fails_before_launch(tmp_path):
+    proc = wordpool("train", "--nproc", "2", f"train.run_dir={tmp_path}", "--resume", str(tmp_path / "nope"))
+    assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
 
 
 def test_training_path_does_not_import_ray():
