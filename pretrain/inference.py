@@ -55,7 +55,7 @@ def generate_text(folder: str | Path, prompt: str, max_words: int, temperature: 
 
     model, cfg = loaded or load_model(folder)
     generator = torch.Generator().manual_seed(seed)
-    context = split_words(prompt, cfg.model.max_word_bytes) if prompt else []
+    context = split_words(prompt, cfg.model.max_word_bytes, cfg.data.split_digits) if prompt else []
     produced: list[bytes] = []
     for _ in range(max_words):
         [word] = model.generate(context + produced, 1, temperature=temperature, top_k=top_k, generator=generator)
