@@ -37,10 +37,13 @@ def print_prepare_summary(stats: dict[str, Any], output: str) -> None:
     console = Console()
     tokenizer = stats["config"]["tokenizer"]
     table = Table(title=f"wordpool prepare ({tokenizer}, {stats['config']['packing']} packing)")
-    for column in ("split", "documents", "words", "tokens", "MB", "samples", "words cut", "rejected MB"):
+    columns = ["split", "docs", "words"] + (["tokens"] if tokenizer != "words" else []) + \
+        ["MB", "samples", "cut", "rejected MB"]
+    for column in columns:
         table.add_column(column, justify="right")
     for split, c in stats["splits"].items():
-        table.add_row(split, f"{c.get('documents', 0):,}", f"{c.get('words', 0):,}", f"{c.get('tokens', 0):,}",
+        tokens = [f"{c.get('tokens', 0):,}"] if tokenizer != "words" else []
+        table.add_row(split, f"{c.get('documents', 0):,}", f"{c.get('words', 0):,}", *tokens,
                       f"{c.get('document_bytes', 0) / 1e6:.2f}", f"{c.get('samples', 0):,}",
                       f"{c.get('words_cut', 0):,}", f"{c.get('rejected_bytes', 0) / 1e6:.3f}")
     console.print(table)
@@ -49,6 +52,10 @@ def print_prepare_summary(stats: dict[str, Any], output: str) -> None:
                   f"{stats['input_bytes'] / 1e6:.2f} MB in {stats['seconds']:.1f} s ({mb_s:.2f} MB/s); "
                   f"{stats['bytes_per_word']:.2f} bytes/word, {stats['bytes_per_token']:.2f} bytes/token; "
                   f"{stats['rejected_count']} record(s) rejected ({stats['rejected_bytes']:,} bytes)")
+    for split, c in stats["splits"].items():
+        if not c.get("documents"):
+            console.print(f"[yellow]no document went to {split}[/] ({stats['documents']} document(s) in all): "
+                          f"a finer data.doc_split (paragraph, line) or another data.val_fraction gives it some")
     for r in stats["rejected"][:20]:
         console.print(f"  rejected {r['source']}:{r['line']}: {r['reason']}", markup=False)
     if stats["rejected_count"] > 20:
