@@ -108,10 +108,3 @@ def decomposition(n: int, max_len: int) -> list[tuple[int, int]]:
             chunks.append((pos, pos + (1 << bit)))
             pos += 1 << bit
     return chunks
-
-
-def sample_words(sample: dict) -> list[bytes]:
-    """A words sample's words as bytes; end-of-document markers come out as b""."""
-    data, lens = sample["bytes"], np.asarray(sample["word_lens"], dtype=np.int64)
-    bounds = np.concatenate([[0], np.cumsum(lens)])
-    return [data[bounds[i] : bounds[i + 1]] for i in range(len(lens))]
