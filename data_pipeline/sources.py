@@ -262,6 +262,8 @@ def input_size(path: str, input_format: str = "auto", field: str = "text") -> in
         except FileNotFoundError:
             raise
         except (OSError, ValueError):
+            # read_table rejects the unreadable rest of the table with its row and reason; the bytes
+            # counted up to that row are exactly the ones its accepted/rejected records account for
             pass
         return total
     fs, fs_path = filesystem_for(path)
