@@ -23,13 +23,22 @@ class StackConfig(Strict):
 
 
 class ModelConfig(Strict):
-    kind: Literal["word_pooled"] = "word_pooled"
+    kind: Literal["word_pooled", "bytes", "bpe"] = Field(
+        "word_pooled", description="word_pooled, or a baseline on the same backbone over bytes / BPE tokens")
     d_model: int = Field(128, ge=8, description="backbone width")
     n_layers: int = Field(2, ge=1, description="backbone layers")
     n_heads: int = Field(4, ge=1)
     mlp_ratio: float = Field(8 / 3, gt=0)
     encoder: StackConfig = Field(default_factory=StackConfig)
     decoder: StackConfig = Field(default_factory=StackConfig)
+    pooling: Literal["cls", "latent"] = Field(
+        "cls", description="cls: pool_tokens learned slots per word (Learn Your Tokens); latent: a learned query "
+                           "cross-attends to the word's bytes (HAT)")
+    pool_tokens: int = Field(1, ge=1, le=4, description="cls pooling: backbone positions per word")
+    layout: Literal["bucketed", "padded"] = Field(
+        "bucketed", description="bucketed: per-word stacks run on words grouped by length (no padding to the "
+                                "longest word); padded: every word padded to max_word_bytes (reference)")
+    vocab_size: int | None = Field(None, ge=2, description="bytes/bpe baselines: filled in from the shards")
     max_word_bytes: int = Field(32, ge=4, description="must equal the shards' data.max_word_bytes")
     max_words: int = Field(256, ge=2, description="longest word sequence (RoPE cache)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -64,6 +73,7 @@ class TrainConfig(Strict):
     eval_batches: int = Field(20, ge=1, description="val micro-batches per evaluation")
     log_every: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0, description="DataLoader workers")
+    peak_flops: float | None = Field(None, gt=0, description="peak FLOP/s of one device: logs show MFU when set")
 
 
 class WandbConfig(Strict):
