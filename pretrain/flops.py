@@ -27,8 +27,8 @@ def word_pooled(model, word_lens: torch.Tensor) -> float:
     # encoder: each present word alone, bidirectional; cls pooling adds p slots
     n = (lens + p) * present if model.cfg.pooling == "cls" else lens
     fwd = stack_forward(enc, float(n.sum()), float((n * n).sum()))
-    if model.cfg.pooling == "latent":  # query/out projections per word, keys/values per byte, one query
-        fwd += n_words * 4 * enc.d * enc.d + float(lens.sum()) * (4 * enc.d * enc.d + 4 * enc.d)
+    if model.cfg.pooling == "latent":  # the query projected once, keys/values per byte, output per word
+        fwd += (n_words + 1) * 2 * enc.d * enc.d + float(lens.sum()) * (4 * enc.d * enc.d + 4 * enc.d)
     fwd += n_words * p * 2 * enc.d * d_model  # enc_to_word
     # backbone: p positions per present word, causal within each sample
     pos = present.sum(1) * p
