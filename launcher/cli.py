@@ -76,6 +76,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pretrain.export import export_checkpoint, read_export_config, resolve_checkpoint
+
+    source = resolve_checkpoint(args.checkpoint)
+    out = export_checkpoint(source, args.out, force=args.force)
+    info = read_export_config(out)[1]
+    print(f"exported step {info['step']} ({info['parameters']:,} parameters) from {source} to {out}")
+    print(f"sha256 {info['sha256']}")
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from launcher.quickstart import quickstart
 
@@ -126,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="validation bits/byte and next-word accuracy of a checkpoint")
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint folder (…/checkpoints/step_N)")
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint folder (…/checkpoints/step_N) or an export folder")
     p.add_argument("--data-dir", help="shards to evaluate on (default: the run's train.data_dir)")
     p.add_argument("--max-batches", type=int, help="limit the number of val micro-batches")
     p.set_defaults(func=cmd_eval)
@@ -139,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="a checkpoint -> model.safetensors + config.json, usable without DeepSpeed",
+                       description="Consolidate a checkpoint's weights (any ZeRO stage) to fp32 safetensors plus "
+                                   "the run's config; eval and generate accept the output folder.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a checkpoint folder, or a run dir / checkpoints root (its newest complete checkpoint)")
+    p.add_argument("--out", required=True, metavar="DIR", help="export folder (written atomically)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty DIR")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quickstart", help="the main job on a built-in corpus: prepare, train (2 ranks), eval, generate")
     p.add_argument("--out", default="runs/quickstart", help="folder for the corpus, shards and run")

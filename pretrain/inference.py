@@ -13,18 +13,30 @@ from launcher.config import WordpoolConfig, validate
 from pretrain import checkpoint
 from pretrain.data import make_loader, shard_meta, split_has_samples
 from pretrain.evaluate import evaluate
+from pretrain.export import is_export, load_exported, read_export_config
 from pretrain.model import WordPooledLM
+from pretrain.models import build_model
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> tuple[WordPooledLM, WordpoolConfig]:
+    """The model of a training checkpoint or of a `wordpool export` folder (the latter without DeepSpeed)."""
     folder = Path(folder)
+    if is_export(folder):
+        return load_exported(folder, device)
     cfg = validate(checkpoint.load_config_dict(folder), str(folder / checkpoint.CONFIG))
-    model = WordPooledLM(cfg.model)
+    model = build_model(cfg.model)
     # DeepSpeed's consolidation narrates every shard
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         weights = checkpoint.load_module_weights(folder)
     model.load_state_dict(weights)
     return model.to(device).eval(), cfg
+
+
+def checkpoint_step(folder: str | Path) -> int:
+    """The training step of a checkpoint (its COMPLETE marker) or of an export (its config.json)."""
+    if is_export(folder):
+        return read_export_config(folder)[1]["step"]
+    return json.loads((Path(folder) / checkpoint.COMPLETE).read_text())["step"]
 
 
 def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches: int | None = None,
@@ -38,7 +50,7 @@ def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches
     _, loader = make_loader(str(Path(data_dir) / "val"), words, cfg.model.max_word_bytes, cfg.train.micro_batch_size,
                             False, cfg.train.seed, cfg.train.num_canonical_nodes, 0, drop_last=False)
     values = evaluate(model, loader, max_batches or len(loader), torch.device("cpu"))
-    step = json.loads((Path(folder) / checkpoint.COMPLETE).read_text())["step"]
+    step = checkpoint_step(folder)
     record = {"kind": "eval", "step": step, "time": time.time(), "checkpoint": str(folder), **values}
     metrics = Path(cfg.train.run_dir) / "metrics.jsonl"
     if metrics.parent.is_dir():
