@@ -1,4 +1,7 @@
-"""MDS shards -> padded word tensors, through mosaicml-streaming (no Ray on training nodes).
+"""MDS shards -> model-ready tensors, through mosaicml-streaming (no Ray on training nodes).
+
+words shards -> the word-pooled model's padded word tensors; bytes / bpe shards -> token ids with the
+text bytes each token stands for (the baselines' batch contract, pretrain.token_lm).
 
 The loader position is the pair (epoch, samples consumed in the epoch, counted globally). It is
 saved in every checkpoint and loaded into a *fresh* dataset before iterating, which is the only
@@ -6,17 +9,19 @@ way StreamingDataset resumes exactly.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from streaming import StreamingDataLoader, StreamingDataset
 
 from pretrain.model import EOD, PAD
+from pretrain.token_lm import PAD_TOKEN
 
 
 def shard_meta(data_dir: str | Path) -> dict[str, Any]:
@@ -56,16 +61,47 @@ def encode_sample(sample: dict, words_per_sample: int, max_word_bytes: int) -> d
             "text_bytes": torch.from_numpy(text_bytes)}
 
 
-class WordShards(StreamingDataset):
-    """StreamingDataset yielding model-ready tensors."""
+def starts_document(docs: list) -> bool:
+    """Whether a sample's first item begins a document (its first segment is part 0 from item 0)."""
+    return bool(docs) and docs[0][3] == 0 and docs[0][4] == 0
 
-    def __init__(self, local: str, words_per_sample: int, max_word_bytes: int, **kwargs):
+
+def encode_token_sample(sample: dict, tokens_per_sample: int, token_bytes: np.ndarray) -> dict[str, torch.Tensor]:
+    """One bytes/bpe MDS sample -> tokens [T] (PAD_TOKEN past a short sample's end) and the text bytes
+    of each token; `doc_start` says whether the sample begins a document (the scorer needs it)."""
+    ids = np.asarray(sample["tokens"], dtype=np.int64)
+    if len(ids) > tokens_per_sample:
+        raise ValueError(f"sample with {len(ids)} tokens exceeds data.tokens_per_sample={tokens_per_sample}")
+    tokens = np.full(tokens_per_sample, PAD_TOKEN, dtype=np.int64)
+    tokens[: len(ids)] = ids
+    nbytes = np.zeros(tokens_per_sample, dtype=np.int64)
+    nbytes[: len(ids)] = token_bytes[ids]
+    return {"tokens": torch.from_numpy(tokens), "token_bytes": torch.from_numpy(nbytes),
+            "doc_start": torch.tensor(starts_document(sample["docs"]))}
+
+
+def sample_encoder(data_dir: str | Path, max_word_bytes: int | None = None) -> Callable[[dict], dict]:
+    """The encoder for the shards in data_dir (picklable, for DataLoader workers)."""
+    meta = shard_meta(data_dir)
+    if meta.get("tokenizer", "words") == "words":
+        return functools.partial(encode_sample, words_per_sample=meta["words_per_sample"],
+                                 max_word_bytes=max_word_bytes or meta["max_word_bytes"])
+    from pretrain.word_scoring import token_byte_table
+
+    table = token_byte_table(data_dir)
+    lens = np.array([0 if b is None else len(b) for b in table], dtype=np.int64)
+    return functools.partial(encode_token_sample, tokens_per_sample=meta["tokens_per_sample"], token_bytes=lens)
+
+
+class Shards(StreamingDataset):
+    """StreamingDataset yielding model-ready tensors (`encode` turns one MDS sample into them)."""
+
+    def __init__(self, local: str, encode: Callable[[dict], dict], **kwargs):
         super().__init__(local=local, **kwargs)
-        self.words_per_sample = words_per_sample
-        self.max_word_bytes = max_word_bytes
+        self.encode = encode
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
-        return encode_sample(super().__getitem__(idx), self.words_per_sample, self.max_word_bytes)
+        return self.encode(super().__getitem__(idx))
 
 
 def clean_stale_streaming_state() -> None:
@@ -89,19 +125,18 @@ class LoaderPosition:
     initial_physical_nodes: int | None = None  # streaming keeps the first run's node count for its shuffle
 
 
-def make_loader(split_dir: str, words_per_sample: int, max_word_bytes: int, micro_batch_size: int,
-                shuffle: bool, seed: int, num_canonical_nodes: int, num_workers: int,
-                drop_last: bool) -> tuple[WordShards, StreamingDataLoader]:
+def make_loader(split_dir: str, encode: Callable[[dict], dict], micro_batch_size: int, shuffle: bool, seed: int,
+                num_canonical_nodes: int, num_workers: int, drop_last: bool) -> tuple[Shards, StreamingDataLoader]:
     if not (Path(split_dir) / "index.json").is_file():
         raise FileNotFoundError(f"no shards in {split_dir} (index.json missing)")
-    dataset = WordShards(split_dir, words_per_sample, max_word_bytes, shuffle=shuffle, shuffle_seed=seed,
-                         batch_size=micro_batch_size, num_canonical_nodes=num_canonical_nodes)
+    dataset = Shards(split_dir, encode, shuffle=shuffle, shuffle_seed=seed, batch_size=micro_batch_size,
+                     num_canonical_nodes=num_canonical_nodes)
     loader = StreamingDataLoader(dataset, batch_size=micro_batch_size, num_workers=num_workers,
                                  drop_last=drop_last, persistent_workers=False)
     return dataset, loader
 
 
-def seek(dataset: WordShards, position: LoaderPosition) -> None:
+def seek(dataset: Shards, position: LoaderPosition) -> None:
     """Place a fresh (never iterated) dataset at `position`.
 
     The state is built here, not by `dataset.state_dict()`: that reads the node-shared resume block,
@@ -118,7 +153,7 @@ def seek(dataset: WordShards, position: LoaderPosition) -> None:
     })
 
 
-def endless_batches(dataset: WordShards, loader: StreamingDataLoader, position: LoaderPosition,
+def endless_batches(dataset: Shards, loader: StreamingDataLoader, position: LoaderPosition,
                     global_batch: int) -> Iterator[dict[str, torch.Tensor]]:
     """Micro-batches forever, epoch after epoch, keeping `position` up to date as batches are handed out."""
     seek(dataset, position)

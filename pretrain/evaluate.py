@@ -1,8 +1,16 @@
-"""Validation pass shared by the trainer (every `train.eval_every` steps) and `wordpool eval`."""
+"""Validation pass shared by the trainer (every `train.eval_every` steps) and `wordpool eval`.
+
+The same metrics for every model kind: bits per UTF-8 text byte from the model's summed NLL, and
+next-word accuracy overall and by the target word's training frequency. The word-pooled model marks
+each predicted word right or wrong itself (greedy bytes + its end-of-word); for the byte and BPE
+baselines the words and their boundaries come from the same splitter (pretrain.word_scoring).
+"""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 
 from pretrain.metrics import stack_sums, summarize
@@ -12,15 +20,74 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+class WordScorer:
+    """Per-word results of evaluation batches -> word counts, overall and per frequency bucket."""
+
+    def __init__(self, kind: str, data_dir: str | Path, max_word_bytes: int, split_digits: bool):
+        from pretrain.word_scoring import FrequencyBuckets, token_byte_table
+
+        self.kind, self.max_word_bytes, self.split_digits = kind, max_word_bytes, split_digits
+        self.table = None if kind == "word_pooled" else token_byte_table(data_dir)
+        self.buckets = FrequencyBuckets.from_data_dir(data_dir)
+        self.reset()
+
+    def reset(self) -> None:
+        from pretrain.word_scoring import BucketCounts
+
+        self.counts = BucketCounts(self.buckets)
+
+    def _word_pairs(self, batch, out) -> list[tuple[bytes, bool]]:
+        if self.kind == "word_pooled":
+            hits = out["word_hits"].cpu().numpy()
+            words, lens, text = (batch[k].cpu().numpy() for k in ("words", "word_lens", "text_bytes"))
+            rows, cols = np.nonzero(text[:, 1:] > 0)
+            return [(words[b, t + 1, : lens[b, t + 1]].astype(np.uint8).tobytes(), bool(hits[b, t]))
+                    for b, t in zip(rows.tolist(), cols.tolist())]
+        from pretrain.word_scoring import score_token_predictions
+
+        preds, tokens = out["preds"].cpu().numpy(), batch["tokens"].cpu().numpy()
+        pairs = []
+        for b in range(len(tokens)):
+            n = int((tokens[b] >= 0).sum())
+            pairs += score_token_predictions(tokens[b, :n], preds[b, : n - 1], self.table, bool(batch["doc_start"][b]),
+                                             self.max_word_bytes, self.split_digits)
+        return pairs
+
+    def add(self, batch, out) -> None:
+        self.counts.add(self._word_pairs(batch, out))
+
+    def as_tensor(self) -> torch.Tensor:
+        return self.counts.as_tensor()
+
+    def summary(self, reduced: torch.Tensor, prefix: str) -> tuple[float, float, dict[str, float]]:
+        """(words scored, words correct, per-bucket metrics) from the all-reduced counts."""
+        counts = type(self.counts).from_tensor(self.buckets, reduced)
+        return float(counts.totals.sum()), float(counts.correct.sum()), counts.summary(prefix)
+
+
 @torch.no_grad()
 def evaluate(forward: Callable, loader: Iterable, max_batches: int, device: torch.device,
-             all_reduce: Callable[[torch.Tensor], None] | None = None) -> dict[str, float]:
-    """Val bits/byte and next-word accuracy over at most `max_batches` micro-batches (per rank)."""
+             all_reduce: Callable[[torch.Tensor], None] | None = None,
+             scorer: WordScorer | None = None) -> dict[str, float]:
+    """Val metrics over at most `max_batches` micro-batches (per rank). Without a scorer only the word
+    model reports next-word accuracy (and no frequency buckets)."""
     sums = torch.zeros(5, dtype=torch.float64)
+    if scorer is not None:
+        scorer.reset()
     for i, batch in enumerate(loader):
         if i >= max_batches:
             break
-        sums += stack_sums(forward(**to_device(batch, device))).cpu()
+        out = forward(**to_device(batch, device), details=scorer is not None)
+        sums += stack_sums(out).cpu()
+        if scorer is not None:
+            scorer.add(batch, out)
     if all_reduce is not None:
         all_reduce(sums)
-    return summarize(sums, "val_")
+    buckets: dict[str, float] = {}
+    if scorer is not None:
+        counts = scorer.as_tensor()
+        if all_reduce is not None:
+            all_reduce(counts)
+        words, correct, buckets = scorer.summary(counts, "val_")
+        sums[3], sums[4] = words, correct  # the same splitter-based counts for every model kind
+    return {**summarize(sums, "val_"), **buckets}

@@ -11,8 +11,8 @@ import torch
 
 from launcher.config import WordpoolConfig, validate
 from pretrain import checkpoint
-from pretrain.data import make_loader, shard_meta, split_has_samples
-from pretrain.evaluate import evaluate
+from pretrain.data import make_loader, sample_encoder, shard_meta, split_has_samples
+from pretrain.evaluate import WordScorer, evaluate
 from pretrain.export import is_export, load_exported, read_export_config
 from pretrain.model import WordPooledLM
 from pretrain.models import build_model
@@ -41,15 +41,18 @@ def checkpoint_step(folder: str | Path) -> int:
 
 def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches: int | None = None,
                     loaded: tuple[WordPooledLM, WordpoolConfig] | None = None) -> dict:
-    """Val bits/byte and next-word accuracy; appended to the run's metrics.jsonl like the trainer's."""
+    """Val bits/byte, next-word accuracy and accuracy by training frequency (the same scorer for every
+    model kind); appended to the run's metrics.jsonl like the trainer's."""
     model, cfg = loaded or load_model(folder)
     data_dir = data_dir or cfg.train.data_dir
-    words = shard_meta(data_dir)["words_per_sample"]
+    meta = shard_meta(data_dir)
     if not split_has_samples(Path(data_dir) / "val"):
         raise ValueError(f"{data_dir}/val holds no samples: nothing to evaluate (raise data.val_fraction)")
-    _, loader = make_loader(str(Path(data_dir) / "val"), words, cfg.model.max_word_bytes, cfg.train.micro_batch_size,
-                            False, cfg.train.seed, cfg.train.num_canonical_nodes, 0, drop_last=False)
-    values = evaluate(model, loader, max_batches or len(loader), torch.device("cpu"))
+    _, loader = make_loader(str(Path(data_dir) / "val"), sample_encoder(data_dir, cfg.model.max_word_bytes),
+                            cfg.train.micro_batch_size, False, cfg.train.seed, cfg.train.num_canonical_nodes, 0,
+                            drop_last=False)
+    scorer = WordScorer(cfg.model.kind, data_dir, meta["max_word_bytes"], meta.get("split_digits", False))
+    values = evaluate(model, loader, max_batches or len(loader), torch.device("cpu"), scorer=scorer)
     step = checkpoint_step(folder)
     record = {"kind": "eval", "step": step, "time": time.time(), "checkpoint": str(folder), **values}
     metrics = Path(cfg.train.run_dir) / "metrics.jsonl"
@@ -67,11 +70,34 @@ def generate_text(folder: str | Path, prompt: str, max_words: int, temperature: 
 
     model, cfg = loaded or load_model(folder)
     generator = torch.Generator().manual_seed(seed)
+    if cfg.model.kind != "word_pooled":
+        return _generate_tokens(model, cfg, prompt, max_words, temperature, top_k, generator, on_word)
     context = split_words(prompt, cfg.model.max_word_bytes, cfg.data.split_digits) if prompt else []
-    produced: list[bytes] = []
-    for _ in range(max_words):
-        [word] = model.generate(context + produced, 1, temperature=temperature, top_k=top_k, generator=generator)
-        produced.append(word)
-        if on_word:
-            on_word(word.decode("utf-8", errors="replace"))
+    produced = model.generate(context, max_words, temperature=temperature, top_k=top_k, generator=generator,
+                              on_word=(lambda w: on_word(w.decode("utf-8", errors="replace"))) if on_word else None)
     return b"".join(produced).decode("utf-8", errors="replace")
+
+
+def _generate_tokens(model, cfg, prompt, max_words, temperature, top_k, generator, on_word) -> str:
+    """A baseline's continuation, cut after max_words words of the shared splitter."""
+    from data_pipeline.segment import split_words
+    from pretrain.word_scoring import token_byte_table
+
+    table = token_byte_table(cfg.train.data_dir)
+    eod = table.index(None)
+    if cfg.model.kind == "bytes":
+        ids = list(prompt.encode())
+    else:
+        from data_pipeline.bpe import TOKENIZER_FILE, load_bpe
+
+        tokenizer = load_bpe((Path(cfg.train.data_dir) / TOKENIZER_FILE).read_text())
+        ids = tokenizer.encode(prompt).ids
+    per_word = 8 if cfg.model.kind == "bytes" else 3  # generous: the text is cut to max_words words below
+    out = model.generate(ids or [eod], max_words * per_word, temperature, top_k, generator, stop_id=None,
+                         window=cfg.data.tokens_per_sample)
+    text = b"".join(table[i] or b"" for i in out).decode("utf-8", errors="replace")
+    words = split_words(text, cfg.model.max_word_bytes, cfg.data.split_digits)[:max_words]
+    if on_word:
+        for w in words:
+            on_word(w.decode("utf-8", errors="replace"))
+    return b"".join(words).decode("utf-8", errors="replace")

@@ -25,13 +25,15 @@ def stack_sums(out: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def summarize(sums: torch.Tensor, prefix: str = "") -> dict[str, float]:
     nll, symbols, text_bytes, words, correct = sums.tolist()
-    return {
-        f"{prefix}loss": nll / max(symbols, 1),  # nats per predicted symbol
+    out = {
+        f"{prefix}loss": nll / max(symbols, 1),  # nats per predicted symbol (word model: bytes + EOW)
         f"{prefix}bpb": nll / math.log(2) / max(text_bytes, 1),
-        f"{prefix}word_acc": correct / max(words, 1),
         f"{prefix}text_bytes": text_bytes,
-        f"{prefix}words": words,
+        f"{prefix}symbols": symbols,
     }
+    if words:  # token models score words only in evaluation (the splitter runs on CPU there)
+        out.update({f"{prefix}word_acc": correct / words, f"{prefix}words": words})
+    return out
 
 
 class MetricsLogger:
@@ -63,8 +65,10 @@ class MetricsLogger:
         width = len(str(self.total_steps))
         head = f"[{kind:5}] step {step:>{width}}/{self.total_steps}"
         if kind == "train":
+            mfu = f" MFU {v['mfu']:.1%}" if "mfu" in v else ""
             return (f"{head} {self._bar(step)} loss {v['loss']:.4f} bpb {v['bpb']:.3f} lr {v['lr']:.2e} "
-                    f"gnorm {v['grad_norm']:.3f} {v['words_per_s']:,.0f} words/s {v['bytes_per_s']:,.0f} B/s")
+                    f"gnorm {v['grad_norm']:.3f} {v['bytes_per_s']:,.0f} B/s {v['symbols_per_s']:,.0f} tok/s "
+                    f"{v['flops_per_s'] / 1e9:,.2f} GFLOP/s{mfu}")
         return " ".join([head] + [f"{k} {x:.4f}" for k, x in v.items() if isinstance(x, float)])
 
     def _bar(self, step: int, width: int = 20) -> str:

@@ -273,7 +273,7 @@ class WordPooledLM(nn.Module):
     @torch.no_grad()
     def generate(self, prompt_words: list[bytes], max_words: int, temperature: float = 0.0,
                  top_k: int | None = None, generator: torch.Generator | None = None,
-                 stop_at_eod: bool = False, use_cache: bool = True) -> list[bytes]:
+                 stop_at_eod: bool = False, use_cache: bool = True, on_word=None) -> list[bytes]:
         """Append up to max_words words to the prompt and return the new ones.
 
         An end-of-document word is returned as b"" (and b"" in the prompt means one); generation
@@ -281,7 +281,8 @@ class WordPooledLM(nn.Module):
         (context = one EOD marker). Greedy when temperature == 0, else sampling (optionally top-k).
         With use_cache the backbone keeps a KV cache across words and each word's bytes are decoded
         incrementally; the context is the last model.max_words words either way (the cache is rebuilt
-        when that window slides), so cached and uncached generation give the same words."""
+        when that window slides), so cached and uncached generation give the same words.
+        `on_word(word)` is called as each word is produced."""
         was_training = self.training
         self.eval()
         window = self.cfg.max_words
@@ -299,6 +300,8 @@ class WordPooledLM(nn.Module):
             sym = self._decode_word(h[:, -self.p:], use_cache, pick)
             context.append(sym)
             out.append(b"" if sym == [EOD] else bytes(sym))
+            if on_word:
+                on_word(out[-1])
             if stop_at_eod and sym == [EOD]:
                 break
             if use_cache:

@@ -23,11 +23,13 @@ import torch.distributed as dist
 
 from launcher.config import WordpoolConfig
 from pretrain import checkpoint
-from pretrain.data import (LoaderPosition, clean_stale_streaming_state, endless_batches, make_loader, shard_meta,
-                           split_has_samples)
-from pretrain.evaluate import evaluate, to_device
+from pretrain.data import (LoaderPosition, clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
+                           shard_meta, split_has_samples)
+from pretrain.evaluate import WordScorer, evaluate, to_device
 from pretrain.metrics import MetricsLogger, stack_sums, summarize
-from pretrain.model import WordPooledLM
+from pretrain.models import build_model
+
+TOKENIZER_OF = {"word_pooled": "words", "bytes": "bytes", "bpe": "bpe"}  # model.kind -> data.tokenizer it reads
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -53,18 +55,28 @@ def deepspeed_config(cfg: WordpoolConfig, world: int, bf16: bool) -> dict:
     }
 
 
-def _check_shards(cfg: WordpoolConfig) -> dict:
+def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
+    """The shards' settings, checked against the model; a baseline's vocab_size is filled in from them."""
     meta = shard_meta(cfg.train.data_dir)
-    if meta.get("tokenizer", "words") != "words" or meta.get("packing", "fixed") != "fixed":
-        raise ValueError(f"shards in {cfg.train.data_dir} hold {meta.get('tokenizer')} / {meta.get('packing')} "
-                         f"packing; the word-pooled model trains on data.tokenizer=words, data.packing=fixed")
+    kind, tokenizer = cfg.model.kind, meta.get("tokenizer", "words")
+    if tokenizer != TOKENIZER_OF[kind] or meta.get("packing", "fixed") != "fixed":
+        raise ValueError(f"shards in {cfg.train.data_dir} hold data.tokenizer={tokenizer} / data.packing="
+                         f"{meta.get('packing')}; model.kind={kind} trains on data.tokenizer={TOKENIZER_OF[kind]}, "
+                         f"data.packing=fixed")
+    if kind != "word_pooled":
+        from pretrain.word_scoring import token_byte_table
+
+        vocab = len(token_byte_table(cfg.train.data_dir))
+        if cfg.model.vocab_size not in (None, vocab):
+            raise ValueError(f"model.vocab_size={cfg.model.vocab_size} but the shards' tokenizer has {vocab} ids")
+        return cfg.model_copy(update={"model": cfg.model.model_copy(update={"vocab_size": vocab})}), meta
     if meta["max_word_bytes"] > cfg.model.max_word_bytes:
         raise ValueError(f"shards in {cfg.train.data_dir} have words up to {meta['max_word_bytes']} bytes but "
                          f"model.max_word_bytes={cfg.model.max_word_bytes}")
     if meta["words_per_sample"] > cfg.model.max_words:
         raise ValueError(f"shards hold {meta['words_per_sample']} words per sample but model.max_words="
                          f"{cfg.model.max_words}")
-    return meta
+    return cfg, meta
 
 
 def _seed_everything(seed: int) -> None:
@@ -75,7 +87,7 @@ def _seed_everything(seed: int) -> None:
 
 def _digest(batch: dict[str, torch.Tensor]) -> int:
     """A fingerprint of the samples in a micro-batch, to prove resumed runs see the same data."""
-    return zlib.crc32(batch["words"].numpy().tobytes())
+    return zlib.crc32(batch["words" if "words" in batch else "tokens"].numpy().tobytes())
 
 
 def _grad_norm(module: torch.nn.Module) -> float:
@@ -115,7 +127,7 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
         torch.cuda.set_device(device)
     bf16 = t.precision == "bf16" or (t.precision == "auto" and on_gpu)
     run_dir, ckpt_root = Path(t.run_dir), Path(t.run_dir) / "checkpoints"
-    meta = _check_shards(cfg)
+    cfg, meta = check_shards(cfg)
     clean_stale_streaming_state()
     lock = None
     if rank == 0:
@@ -123,7 +135,7 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
         lock = _lock_run_dir(run_dir)
 
     _seed_everything(t.seed + rank)
-    model = WordPooledLM(cfg.model)
+    model = build_model(cfg.model)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
@@ -133,14 +145,15 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                            config=deepspeed_config(cfg, world, bf16))
 
-    words, wbytes = meta["words_per_sample"], cfg.model.max_word_bytes
-    train_set, train_loader = make_loader(str(Path(t.data_dir) / "train"), words, wbytes, t.micro_batch_size,
+    encode = sample_encoder(t.data_dir, cfg.model.max_word_bytes)
+    train_set, train_loader = make_loader(str(Path(t.data_dir) / "train"), encode, t.micro_batch_size,
                                           t.shuffle, t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True)
     val_dir = Path(t.data_dir) / "val"
-    val_loader = None
+    val_loader = scorer = None
     if split_has_samples(val_dir):
-        _, val_loader = make_loader(str(val_dir), words, wbytes, t.micro_batch_size,
+        _, val_loader = make_loader(str(val_dir), encode, t.micro_batch_size,
                                     False, t.seed, t.num_canonical_nodes, 0, drop_last=False)
+        scorer = WordScorer(cfg.model.kind, t.data_dir, meta["max_word_bytes"], meta.get("split_digits", False))
     elif rank == 0:
         print(f"warning: {val_dir} holds no samples: evaluation is skipped", flush=True)
 
@@ -167,7 +180,7 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
             return
         engine.eval()
         n = min(t.eval_batches, len(val_loader))
-        values = evaluate(engine, val_loader, n, device, all_reduce)
+        values = evaluate(engine, val_loader, n, device, all_reduce, scorer)
         engine.train()
         if logger:
             logger.log("eval", step, values)
@@ -185,10 +198,11 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
     while step < t.steps:
         start = time.perf_counter()
         sums = torch.zeros(5, dtype=torch.float64)
-        digest = 0
+        digest, step_flops = 0, 0.0
         for _ in range(t.grad_accum):
             batch = next(batches)
             digest = zlib.crc32(digest.to_bytes(4, "little"), _digest(batch))
+            step_flops += engine.module.train_flops(**batch)
             out = engine(**to_device(batch, device))
             engine.backward(out["loss"])
             if t.zero_stage == 0 and engine.is_gradient_accumulation_boundary():
@@ -199,8 +213,8 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
         state.update(step=step, samples=state["samples"] + micro_global * t.grad_accum,
                      position=dataclasses.asdict(position))
         all_reduce(sums)
-        # one collective for the data fingerprint and "did any rank get a preemption signal"
-        flags = torch.tensor([digest, stop["signal"] is not None], dtype=torch.float64)
+        # one collective for the data fingerprint, the FLOPs and "did any rank get a preemption signal"
+        flags = torch.tensor([digest, stop["signal"] is not None, step_flops], dtype=torch.float64)
         all_reduce(flags)
         preempted = flags[1].item() > 0
         seconds = time.perf_counter() - start
@@ -209,9 +223,14 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
             grad_norm = engine.get_global_grad_norm() if t.zero_stage > 0 else plain_grad_norm
             values.update(lr=t.lr * warmup_cosine(step - 1, t.warmup_steps, t.steps, t.min_lr_ratio),
                           grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
-                          words_per_s=values["words"] / seconds, bytes_per_s=values["text_bytes"] / seconds,
+                          bytes_per_s=values["text_bytes"] / seconds, symbols_per_s=values["symbols"] / seconds,
+                          flops_per_s=flags[2].item() / seconds, flops_per_byte=flags[2].item() / values["text_bytes"],
                           step_seconds=seconds, samples=state["samples"], epoch=position.epoch,
                           data_digest=int(flags[0].item()))
+            if "words" in values:
+                values["words_per_s"] = values["words"] / seconds
+            if t.peak_flops:
+                values["mfu"] = values["flops_per_s"] / (t.peak_flops * world)
             logger.log("train", step, values)
         if step % t.eval_every == 0 or step == t.steps:
             run_eval(step)
