@@ -61,7 +61,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     record = eval_checkpoint(args.checkpoint, args.data_dir, args.max_batches)
     print(f"step {record['step']}: val bits/byte {record['val_bpb']:.4f}, next-word accuracy "
-          f"{record['val_word_acc']:.4f} over {record['val_words']:,.0f} words")
+          f"{record.get('val_word_acc', 0.0):.4f} over {record.get('val_words', 0):,.0f} words")
+    buckets = [k.removeprefix("val_word_acc_freq_") for k in record if k.startswith("val_word_acc_freq_")]
+    print("  by training frequency: " + ", ".join(
+        f"{name}: {record['val_word_acc_freq_' + name]:.4f} ({record['val_words_freq_' + name]:,.0f} words)"
+        for name in buckets))
     return 0
 
 
@@ -100,6 +104,27 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
                              parts=args.parts, doc_split=args.doc_split, max_word_bytes=args.max_word_bytes,
                              split_digits=args.split_digits, bpe_vocab_size=args.bpe_vocab_size)
     print_report(run_bench(settings, args.json))
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    from pretrain.bench_train import MODELS, print_report, run_bench
+
+    models = args.models.split(",")
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        raise ValueError(f"--models: unknown {', '.join(unknown)} (choose from {', '.join(MODELS)})")
+    inputs = args.input or cfg.data.inputs
+    if not inputs:
+        raise ValueError("no input text: give --input FILE or data.inputs in the config")
+    result = run_bench(cfg, inputs, Path(args.work_dir), args.steps, args.warmup, models,
+                       args.peak_flops or cfg.train.peak_flops)
+    print_report(result)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
 
 
@@ -165,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override configs/quickstart.yaml keys")
     p.set_defaults(func=cmd_quickstart)
 
-    p = sub.add_parser("bench", help="benchmarks (bench data: pipeline throughput vs a BPE baseline)")
+    p = sub.add_parser("bench", help="benchmarks: `bench data` (pipeline throughput), `bench train` (model training throughput)")
     bench = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
     p = bench.add_parser("data", help="segmentation MB/s per core vs HF BPE, and the Ray job with 1 and 2 workers",
                          description="Measure segmentation+encoding and HF BPE encoding MB/s per core, and the whole "
@@ -182,6 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-digits", action="store_true", help="number-aware splitting (groups of 3 digits)")
     p.add_argument("--bpe-vocab-size", type=int, default=8192)
     p.set_defaults(func=cmd_bench_data)
+
+    p = bench.add_parser("train", help="training text bytes/s of the word-pooled model vs byte and BPE baselines",
+                         description="Train the word-pooled model and its byte and BPE baselines (same backbone, "
+                                     "same text, one rank of the trainer's DeepSpeed engine) and print text bytes/s, "
+                                     "words/s, tokens/s, step time, peak memory, FLOP/s and MFU for each.")
+    _add_common(p)
+    p.add_argument("--input", action="extend", nargs="+", metavar="PATH", help="text to train on (default: data.inputs)")
+    p.add_argument("--work-dir", default="runs/bench-train", help="where the three tokenizations are prepared")
+    p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per model (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    p.add_argument("--models", default="word_pooled,word_pooled_padded,bpe,bytes",
+                   help="comma-separated, from word_pooled, word_pooled_padded, bpe, bytes")
+    p.add_argument("--peak-flops", type=float, help="peak FLOP/s of the device, for MFU (default: train.peak_flops)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.set_defaults(func=cmd_bench_train)
 
     return parser
 

@@ -69,7 +69,13 @@ class MetricsLogger:
             return (f"{head} {self._bar(step)} loss {v['loss']:.4f} bpb {v['bpb']:.3f} lr {v['lr']:.2e} "
                     f"gnorm {v['grad_norm']:.3f} {v['bytes_per_s']:,.0f} B/s {v['symbols_per_s']:,.0f} tok/s "
                     f"{v['flops_per_s'] / 1e9:,.2f} GFLOP/s{mfu}")
-        return " ".join([head] + [f"{k} {x:.4f}" for k, x in v.items() if isinstance(x, float)])
+        keys = [k for k in ("val_loss", "val_bpb", "val_word_acc") if k in v]
+        buckets = [k for k in v if k.startswith("val_word_acc_freq_")]
+        line = " ".join([head] + [f"{k.removeprefix('val_')} {v[k]:.4f}" for k in keys])
+        if buckets:
+            line += " | acc by train freq " + " ".join(f"{k.removeprefix('val_word_acc_freq_')}:{v[k]:.3f}"
+                                                       for k in buckets)
+        return line
 
     def _bar(self, step: int, width: int = 20) -> str:
         done = round(width * step / max(self.total_steps, 1))

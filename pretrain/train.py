@@ -55,6 +55,23 @@ def deepspeed_config(cfg: WordpoolConfig, world: int, bf16: bool) -> dict:
     }
 
 
+def build_engine(cfg: WordpoolConfig, world: int, bf16: bool):
+    """The model of cfg.model under DeepSpeed, with AdamW (no decay on norms) and warmup + cosine LR."""
+    import deepspeed
+
+    t = cfg.train
+    model = build_model(cfg.model)
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=t.betas)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
+                                           config=deepspeed_config(cfg, world, bf16))
+    return engine
+
+
 def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
     """The shards' settings, checked against the model; a baseline's vocab_size is filled in from them."""
     meta = shard_meta(cfg.train.data_dir)
@@ -135,15 +152,7 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
         lock = _lock_run_dir(run_dir)
 
     _seed_everything(t.seed + rank)
-    model = build_model(cfg.model)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=t.betas)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio))
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
-                                           config=deepspeed_config(cfg, world, bf16))
+    engine = build_engine(cfg, world, bf16)
 
     encode = sample_encoder(t.data_dir, cfg.model.max_word_bytes)
     train_set, train_loader = make_loader(str(Path(t.data_dir) / "train"), encode, t.micro_batch_size,
