@@ -73,6 +73,7 @@ class TrainConfig(Strict):
     eval_batches: int = Field(20, ge=1, description="val micro-batches per evaluation")
     log_every: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0, description="DataLoader workers")
+    activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward")
     peak_flops: float | None = Field(None, gt=0, description="peak FLOP/s of one device: logs show MFU when set")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 # The CUDA memory-efficient/flash kernels have a 65535 limit on the grid's batch dimension in some
 # torch versions; B*W per-word sequences can exceed it, so attention is run in chunks of this size.
@@ -110,15 +111,26 @@ class Stack(nn.Module):
         self.head_dim, self.rope_base = d // n_heads, rope_base
         self.blocks = nn.ModuleList(Block(d, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
         self.norm = RMSNorm(d)
+        self.checkpoint_activations = False  # set by the trainer (train.activation_checkpointing)
 
     def forward(self, x, causal: bool, key_mask=None, cache: KVCache | None = None):
         start = cache.length if cache is not None else 0
         rope = rope_angles(x.shape[1], self.head_dim, self.rope_base, x.device, start)
+        recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, causal, key_mask, cache, i)
+            if recompute:  # keep only each block's input; its activations are recomputed in backward
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, causal, key_mask, use_reentrant=False)
+            else:
+                x = block(x, rope, causal, key_mask, cache, i)
         if cache is not None:
             cache.length += x.shape[1]
         return self.norm(x)
+
+
+def set_activation_checkpointing(model: nn.Module, enabled: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, Stack):
+            m.checkpoint_activations = enabled
 
 
 def init_weights(model: nn.Module, stacks: list[tuple[Stack, int]]) -> None:

@@ -27,6 +27,7 @@ from pretrain.data import (LoaderPosition, clean_stale_streaming_state, endless_
                            shard_meta, split_has_samples)
 from pretrain.evaluate import WordScorer, evaluate, to_device
 from pretrain.metrics import MetricsLogger, stack_sums, summarize
+from pretrain.layers import set_activation_checkpointing
 from pretrain.models import build_model
 
 TOKENIZER_OF = {"word_pooled": "words", "bytes": "bytes", "bpe": "bpe"}  # model.kind -> data.tokenizer it reads
@@ -61,6 +62,7 @@ def build_engine(cfg: WordpoolConfig, world: int, bf16: bool):
 
     t = cfg.train
     model = build_model(cfg.model)
+    set_activation_checkpointing(model, t.activation_checkpointing)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},

@@ -324,3 +324,15 @@ def flops_attention(model, lens):
         return total
     finally:
         flops.stack_forward = saved
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    from pretrain.layers import set_activation_checkpointing
+
+    words, lens, text = random_batch()
+    plain, recomputed = make_model(pooling="latent").train(), make_model(pooling="latent").train()
+    set_activation_checkpointing(recomputed, True)
+    plain(words, lens, text)["loss"].backward()
+    recomputed(words, lens, text)["loss"].backward()
+    for (name, p), q in zip(plain.named_parameters(), recomputed.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-6, rtol=1e-5, msg=name)
