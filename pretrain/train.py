@@ -168,7 +168,9 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
     elif rank == 0:
         print(f"warning: {val_dir} holds no samples: evaluation is skipped", flush=True)
 
-    state = {"step": 0, "samples": 0, "position": {"epoch": 0, "samples_in_epoch": 0}}
+    # flops / text_bytes: the run's totals so far (all ranks), so curves can be drawn against training compute
+    state = {"step": 0, "samples": 0, "flops": 0.0, "text_bytes": 0.0,
+             "position": {"epoch": 0, "samples_in_epoch": 0}}
     folder = checkpoint.resolve_resume(resume, ckpt_root)
     if folder is not None:
         state = checkpoint.load(engine, folder)
@@ -194,7 +196,8 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
         values = evaluate(engine, val_loader, n, device, all_reduce, scorer)
         engine.train()
         if logger:
-            logger.log("eval", step, values)
+            logger.log("eval", step, {**values, "train_flops": state.get("flops", 0.0),
+                                      "train_text_bytes": state.get("text_bytes", 0.0)})
 
     stop = {"signal": None}
     for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption: checkpoint at the next step boundary
@@ -228,6 +231,8 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
         flags = torch.tensor([digest, stop["signal"] is not None, step_flops], dtype=torch.float64)
         all_reduce(flags)
         preempted = flags[1].item() > 0
+        state.update(flops=state.get("flops", 0.0) + flags[2].item(),
+                     text_bytes=state.get("text_bytes", 0.0) + sums[2].item())
         seconds = time.perf_counter() - start
         if logger and (step % t.log_every == 0 or step == t.steps):
             values = summarize(sums)
@@ -237,6 +242,7 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
                           bytes_per_s=values["text_bytes"] / seconds, symbols_per_s=values["symbols"] / seconds,
                           flops_per_s=flags[2].item() / seconds, flops_per_byte=flags[2].item() / values["text_bytes"],
                           step_seconds=seconds, samples=state["samples"], epoch=position.epoch,
+                          train_flops=state["flops"], train_text_bytes=state["text_bytes"],
                           data_digest=int(flags[0].item()))
             if "words" in values:
                 values["words_per_s"] = values["words"] / seconds
