@@ -1,8 +1,9 @@
 """`wordpool bench data`: throughput of the data pipeline against a subword baseline, on one text.
 
 Figures, in MB of input text per second:
-  - segmentation+encoding per core: `segment()` over every document, as a Ray task does (words ->
-    flat bytes + uint32 lengths), in one single-threaded process; hat-splitter alone beside it;
+  - segmentation+encoding per core: `segment_batch()` over every document, as a Ray task does (words
+    -> flat bytes + uint32 lengths per document), in one single-threaded process; hat-splitter alone
+    beside it, called as segment_batch() calls it (one call per group of documents);
   - BPE encoding per core: Hugging Face `tokenizers` byte-level BPE trained on the same documents
     (training excluded), `encode_batch` of them, pinned to one thread;
   - the whole Ray job (`run_prepare`) with 1 and with 2 workers, on the text repeated `scale` times
@@ -58,7 +59,7 @@ def load_documents(settings: BenchSettings) -> list[str]:
 def _per_core_worker(docs_file: str, settings_json: str) -> None:
     """Runs in a subprocess whose environment pins `tokenizers` to one thread (read at import)."""
     from data_pipeline.bpe import train_bpe
-    from data_pipeline.segment import UNCAPPED, _splitter, segment
+    from data_pipeline.segment import UNCAPPED, _groups, _splitter, segment_batch
     from tokenizers import Tokenizer
 
     settings = BenchSettings(**json.loads(settings_json))
@@ -70,9 +71,10 @@ def _per_core_worker(docs_file: str, settings_json: str) -> None:
     train_s = time.perf_counter() - start
     tokenizer, splitter = Tokenizer.from_file(str(tokenizer_file)), _splitter()
     measures = {
-        "segment": lambda: [segment(d, settings.max_word_bytes, split_digits=settings.split_digits) for d in docs],
+        "segment": lambda: segment_batch(docs, settings.max_word_bytes, split_digits=settings.split_digits),
         "bpe": lambda: tokenizer.encode_batch(docs),
-        "hat_splitter": lambda: [splitter.split_with_limit(d, UNCAPPED) for d in docs],  # segment()'s engine
+        # segment_batch()'s engine, called the same way
+        "hat_splitter": lambda: [splitter.split_with_limit("".join(docs[a:b]), UNCAPPED) for a, b in _groups(docs)],
     }
     for fn in measures.values():
         fn()  # warm-up: the splitter is built, BPE's merge cache filled, first-call allocations made
@@ -173,6 +175,27 @@ def _quiet_logs() -> None:
     logging.getLogger().setLevel(logging.ERROR)
 
 
+def _warm_workers(workers: int) -> int:
+    """Starts `workers` worker processes at once, each importing what a unit task imports (mosaicml-
+    streaming pulls in torch: ~9 s a process), so no timed run pays a start-up. The tasks overlap, so
+    each lands on its own process; they carry the job's runtime_env, so the job's tasks reuse them.
+    Returns how many distinct processes ran them."""
+    import ray
+
+    from data_pipeline.job import _forwarded_env
+
+    @ray.remote(num_cpus=1, runtime_env={"env_vars": _forwarded_env()})
+    def warm(seconds: float) -> int:
+        import streaming  # noqa: F401
+
+        import data_pipeline.unit  # noqa: F401
+
+        time.sleep(seconds)
+        return os.getpid()
+
+    return len(set(ray.get([warm.remote(1.0) for _ in range(workers)])))
+
+
 def measure_ray_job(parts: list[str], settings: BenchSettings, workdir: Path) -> dict[str, Any]:
     import ray
 
@@ -209,7 +232,8 @@ def measure_ray_job(parts: list[str], settings: BenchSettings, workdir: Path) ->
             context = ray.data.DataContext.get_current()
             context.enable_progress_bars = False
             context.print_on_execution_start = False
-            # warm-up on small files: worker processes start and import their modules (~10 s) once
+            warmed = _warm_workers(workers)
+            # warm-up on small files too: the Ray Data path (its tasks and the driver's imports) once
             warm_parts = [workdir / f"warm-{workers}-{i}.txt" for i in range(2 * workers)]
             for p in warm_parts:
                 p.write_bytes(Path(parts[0]).read_bytes()[:4096] + b"\n")
@@ -219,6 +243,7 @@ def measure_ray_job(parts: list[str], settings: BenchSettings, workdir: Path) ->
             ray.shutdown()
         best, last_unit = min(timed, key=lambda t: t[0])
         results[str(workers)] = {"mb_s": round(part_bytes / 1e6 / best, 3), "seconds": [round(t, 3) for t, _ in timed],
+                                 "warmed_processes": warmed,
                                  "serial_tail_s": None if last_unit is None else round(best - last_unit, 3)}
     return {"input_bytes": part_bytes, "files": len(parts), "by_workers": results}
 
@@ -268,8 +293,8 @@ def print_report(result: dict[str, Any]) -> None:
                         + (", split_digits" if s["split_digits"] else ""))
     for column in ("measure", "MB/s per core", "MB/s wall", "how"):
         table.add_column(column, justify="right" if column.startswith("MB") else "left")
-    for key, label, how in (("segment", "segmentation+encoding", "segment() per document"),
-                            ("hat_splitter", "  hat-splitter alone", "reference: segment()'s engine"),
+    for key, label, how in (("segment", "segmentation+encoding", "segment_batch(), as a Ray task"),
+                            ("hat_splitter", "  hat-splitter alone", "reference: its engine"),
                             ("bpe", "HF BPE encoding", f"encode_batch, vocab {s['bpe_vocab_size']}, 1 thread")):
         r = result[key]
         table.add_row(label, f"{r['mb_s_per_core']:.2f}", f"{r['mb_s_wall']:.2f}", how)

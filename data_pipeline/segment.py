@@ -19,6 +19,7 @@ import re
 from array import array
 from dataclasses import dataclass
 from functools import cache
+from typing import Iterator, Sequence
 
 import numpy as np
 from hat_splitter import HATSplitter
@@ -123,3 +124,131 @@ def split_words(text: str, max_word_bytes: int, split_digits: bool = False) -> l
 def segment(text: str, max_word_bytes: int, split_digits: bool = False) -> Segmented:
     _, data, lengths, words_cut = _split(text, max_word_bytes, split_digits)
     return Segmented(data=data, lengths=lengths, words_cut=words_cut)
+
+
+# ---- many documents at once: fewer splitter calls, no per-document numpy work ----
+#
+# Splitting a concatenation gives each document exactly its own words when every document but the
+# group's last ends with "\n" (LF): UAX #29 breaks after LF whatever follows (WB3a; only CR x LF
+# joins across a newline, and LF is not CR) and no rule looks back across it (ICU's dictionary runs
+# stop there too); no lookahead rule (WB6/7, WB11/12, camelCase) can match an LF; and hat-splitter
+# makes the LF a whitespace token of its own, which no neighbour joins (a word or punctuation joins
+# only a preceding space, word or punctuation token; spaces merge only with all-space tokens). So a
+# group ends after any document that does not end with LF, and each group's document ends are still
+# checked against its word ends: a group that does not match falls back to one call per document.
+
+GROUP_CHARS = 1 << 20  # text per splitter call: amortizes the call, keeps its word list modest
+
+
+@dataclass
+class SegmentedBatch:
+    words: list[bytes]  # every document's words, in document order
+    data: bytes  # their bytes, concatenated
+    lengths: np.ndarray  # uint32 byte length of each word
+    word_counts: np.ndarray  # int64 words per document
+    words_cut: np.ndarray  # int64 words cut by the cap, per document
+
+    def word_ends(self) -> np.ndarray:
+        """Index one past each document's last word (int64, one per document)."""
+        return np.cumsum(self.word_counts, dtype=np.int64)
+
+    def document(self, i: int) -> Segmented:
+        """Document i alone, as `segment()` returns it (tests and the benchmark compare the two)."""
+        ends = self.word_ends()
+        first, last = int(ends[i] - self.word_counts[i]), int(ends[i])
+        byte_ends = np.cumsum(self.lengths, dtype=np.int64)
+        start = int(byte_ends[first - 1]) if first else 0
+        stop = int(byte_ends[last - 1]) if last else 0
+        return Segmented(data=self.data[start:stop], lengths=self.lengths[first:last].copy(),
+                         words_cut=int(self.words_cut[i]))
+
+
+def _byte_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))  # isascii() is O(1) on str
+
+
+def _groups(texts: Sequence[str]) -> Iterator[tuple[int, int]]:
+    """(first, stop) ranges of documents that may share one splitter call."""
+    first, size = 0, 0
+    for i, text in enumerate(texts):
+        size += len(text)
+        if not text.endswith("\n") or size >= GROUP_CHARS or i == len(texts) - 1:
+            yield first, i + 1
+            first, size = i + 1, 0
+
+
+def _split_group(texts: Sequence[str]) -> tuple[list[bytes], array, list[int]]:
+    """One group's words, their byte lengths and each document's word count."""
+    splitter = _splitter()
+    words = splitter.split_with_limit(texts[0] if len(texts) == 1 else "".join(texts), UNCAPPED)
+    lengths = _lengths(words)
+    if len(texts) == 1:
+        return words, lengths, [len(words)]
+    word_ends = np.cumsum(np.frombuffer(lengths, dtype=np.uint32), dtype=np.int64)
+    doc_ends = np.cumsum(np.fromiter(map(_byte_len, texts), dtype=np.int64, count=len(texts)))
+    last = np.searchsorted(word_ends, doc_ends)  # the word that ends each document, if one does
+    if last[-1] < len(word_ends) and np.array_equal(word_ends[np.minimum(last, len(word_ends) - 1)], doc_ends):
+        return words, lengths, np.diff(last + 1, prepend=0).tolist()
+    per_doc = [splitter.split_with_limit(t, UNCAPPED) for t in texts]  # defensive: never seen
+    words = [w for ws in per_doc for w in ws]
+    return words, _lengths(words), [len(ws) for ws in per_doc]
+
+
+def _split_documents(texts: Sequence[str]) -> tuple[list[bytes], array, np.ndarray]:
+    """(every document's words in order, their byte lengths, words per document)."""
+    words: list[bytes] = []
+    lengths = array("I")
+    counts: list[int] = []
+    for first, stop in _groups(texts):
+        group_words, group_lengths, group_counts = _split_group(texts[first:stop])
+        words.extend(group_words)
+        lengths.extend(group_lengths)
+        counts.extend(group_counts)
+    return words, lengths, np.asarray(counts, dtype=np.int64)
+
+
+def _expand(words: list[bytes], indices: list[int], fn) -> tuple[list[bytes], np.ndarray]:
+    """Replace words[i] (i in sorted `indices`) by fn(words[i]); returns the new list and how many
+    pieces each old word became."""
+    pieces = np.ones(len(words), dtype=np.int64)
+    out: list[bytes] = []
+    previous = 0
+    for i in indices:
+        out.extend(words[previous:i])
+        parts = fn(words[i])
+        out.extend(parts)
+        pieces[i] = len(parts)
+        previous = i + 1
+    out.extend(words[previous:])
+    return out, pieces
+
+
+def _regroup_counts(word_counts: np.ndarray, pieces: np.ndarray) -> np.ndarray:
+    ends = np.concatenate([[0], np.cumsum(pieces)])[np.cumsum(word_counts)]
+    return np.diff(ends, prepend=0)
+
+
+def segment_batch(texts: Sequence[str], max_word_bytes: int, split_digits: bool = False) -> SegmentedBatch:
+    """`segment()` of every text, flat: document i's words are the same as `segment(texts[i])`'s."""
+    words, lengths, word_counts = _split_documents(texts)
+    data = "".join(texts).encode("utf-8")  # == b"".join(words) (lossless), at memcpy speed for ASCII
+    if split_digits and _LONG_DIGIT_RUN.search(data):
+        # a run found across two documents' words only makes group_digits look at both: no change
+        ends = np.cumsum(np.frombuffer(lengths, dtype=np.uint32), dtype=np.int64)
+        touched: set[int] = set()
+        for run in _LONG_DIGIT_RUN.finditer(data):
+            a, b = np.searchsorted(ends, [run.start(), run.end() - 1], side="right").tolist()
+            touched.update(range(a, b + 1))
+        words, pieces = _expand(words, sorted(touched), group_digits)
+        word_counts = _regroup_counts(word_counts, pieces)
+        lengths = _lengths(words)
+    words_cut = np.zeros(len(texts), dtype=np.int64)
+    if lengths and max(lengths) > max_word_bytes:
+        too_long = np.flatnonzero(np.frombuffer(lengths, dtype=np.uint32) > max_word_bytes)
+        doc_of_word = np.searchsorted(np.cumsum(word_counts), too_long, side="right")
+        words_cut = np.bincount(doc_of_word, minlength=len(texts)).astype(np.int64)
+        words, pieces = _expand(words, too_long.tolist(), lambda w: cap_word(w, max_word_bytes))
+        word_counts = _regroup_counts(word_counts, pieces)
+        lengths = _lengths(words)
+    return SegmentedBatch(words=words, data=data, lengths=np.frombuffer(lengths, dtype=np.uint32),
+                          word_counts=word_counts, words_cut=words_cut)

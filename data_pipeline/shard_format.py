@@ -28,14 +28,16 @@ COLUMNS = {
 
 
 class DocItems:
-    """A document as a sequence of items (words or tokens), its end marker included."""
+    """A document as a sequence of items (words or tokens), its end marker included. It may be a
+    window [first, first + n) into arrays shared by a batch of documents (no per-document copies)."""
 
-    def __init__(self, tokens: np.ndarray | None = None, data: bytes = b"", word_lens: np.ndarray | None = None):
-        self.tokens, self.data = tokens, data
+    def __init__(self, tokens: np.ndarray | None = None, data: bytes = b"", word_lens: np.ndarray | None = None,
+                 first: int = 0, n: int | None = None, bounds: np.ndarray | None = None):
+        self.tokens, self.data, self.first = tokens, data, first
         if word_lens is not None:
             self.word_lens = word_lens
-            self.bounds = np.concatenate([[0], np.cumsum(word_lens, dtype=np.int64)])
-        self.n = len(tokens) if tokens is not None else len(word_lens)
+            self.bounds = np.concatenate([[0], np.cumsum(word_lens, dtype=np.int64)]) if bounds is None else bounds
+        self.n = n if n is not None else len(tokens) if tokens is not None else len(word_lens)
 
     @classmethod
     def from_words(cls, data: bytes, lengths: np.ndarray) -> "DocItems":
@@ -46,6 +48,7 @@ class DocItems:
         return cls(tokens=np.append(tokens, np.array([eod], dtype=tokens.dtype)))
 
     def take(self, start: int, stop: int) -> dict[str, Any]:
+        start, stop = self.first + start, self.first + stop
         if self.tokens is not None:
             return {"tokens": self.tokens[start:stop]}
         return {"bytes": self.data[self.bounds[start] : self.bounds[stop]], "word_lens": self.word_lens[start:stop]}

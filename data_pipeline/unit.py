@@ -14,22 +14,24 @@ import os
 import shutil
 import signal
 from collections import Counter
+from itertools import compress
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
 from data_pipeline.config import DataConfig
-from data_pipeline.documents import Document, read_file
+from data_pipeline.documents import Document, Rejected, read_file
 from data_pipeline.output import OutputRoot
-from data_pipeline.segment import segment
-from data_pipeline.shard_format import BYTE_EOD, COLUMNS, SPLITS, DocItems, SamplePacker, decomposition
+from data_pipeline.segment import SegmentedBatch, segment_batch
+from data_pipeline.shard_format import BYTE_EOD, COLUMNS, EOD_LEN, SPLITS, DocItems, SamplePacker, decomposition
 from data_pipeline.sources import input_size
 from data_pipeline.split import assign_split
 
 COUNTERS = ("documents", "words", "tokens", "document_bytes", "markup_bytes", "rejected_bytes", "words_cut",
             "samples")
 WORDS_PER_DOC_BINS = 24  # log2 buckets: 1, 2-3, 4-7, ...
+BATCH_CHARS = 1 << 20  # document text segmented per batch: few splitter calls, bounded memory
 
 
 def unit_name(unit: int) -> str:
@@ -73,15 +75,45 @@ class _Writers:
         return sorted(f"{split}/" + (f"len-{b:05d}/" if b else "") + self.name for split, b in self.open)
 
 
-def _encoder(cfg: DataConfig, tokenizer_json: str | None):
-    if cfg.tokenizer == "words":
-        return lambda text, seg: DocItems.from_words(seg.data, seg.lengths)
-    if cfg.tokenizer == "bytes":
-        return lambda text, seg: DocItems.from_tokens(np.frombuffer(seg.data, dtype=np.uint8).astype(np.uint16), BYTE_EOD)
+def _bpe_encoder(cfg: DataConfig, tokenizer_json: str | None):
+    if cfg.tokenizer != "bpe":
+        return None
     from data_pipeline.bpe import eod_id, load_bpe
 
     tokenizer, eod = load_bpe(tokenizer_json), eod_id(tokenizer_json)
-    return lambda text, seg: DocItems.from_tokens(np.asarray(tokenizer.encode(text).ids, dtype=np.uint32), eod)
+    return lambda text: DocItems.from_tokens(np.asarray(tokenizer.encode(text).ids, dtype=np.uint32), eod)
+
+
+def _record_batches(records: Iterable[Document | Rejected]) -> Iterator[list[Document | Rejected]]:
+    """Records in order, in batches of about BATCH_CHARS characters of document text."""
+    batch: list[Document | Rejected] = []
+    size = 0
+    for rec in records:
+        batch.append(rec)
+        size += len(rec.text) if isinstance(rec, Document) else 0
+        if size >= BATCH_CHARS:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _batch_items(tokenizer: str, docs: list[Document], seg: SegmentedBatch, doc_bytes: np.ndarray,
+                 bpe_encode) -> list[DocItems]:
+    """Each document's items, as windows into arrays shared by the batch (words and bytes)."""
+    n_docs = np.arange(len(docs))
+    if tokenizer == "words":
+        word_ends = seg.word_ends()
+        word_lens = np.insert(seg.lengths, word_ends, np.uint32(EOD_LEN))  # a 0 after each document
+        bounds = np.concatenate([[0], np.cumsum(word_lens, dtype=np.int64)])
+        firsts, sizes = (word_ends - seg.word_counts + n_docs).tolist(), (seg.word_counts + 1).tolist()
+        return [DocItems(data=seg.data, word_lens=word_lens, bounds=bounds, first=f, n=n) for f, n in zip(firsts, sizes)]
+    if tokenizer == "bytes":
+        byte_ends = np.cumsum(doc_bytes)
+        tokens = np.insert(np.frombuffer(seg.data, dtype=np.uint8).astype(np.uint16), byte_ends, np.uint16(BYTE_EOD))
+        firsts, sizes = (byte_ends - doc_bytes + n_docs).tolist(), (doc_bytes + 1).tolist()
+        return [DocItems(tokens=tokens, first=f, n=n) for f, n in zip(firsts, sizes)]
+    return [bpe_encode(d.text) for d in docs]
 
 
 def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_json: str | None,
@@ -99,42 +131,55 @@ def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_js
     word_bytes_hist = np.zeros(cfg.max_word_bytes + 1, dtype=np.int64)
     words_per_doc_hist = np.zeros(WORDS_PER_DOC_BINS, dtype=np.int64)
     freq: Counter[bytes] = Counter()
-    encode = _encoder(cfg, tokenizer_json)
+    bpe_encode = _bpe_encoder(cfg, tokenizer_json)
 
     def emit(split: str, bucket: int | None, samples) -> None:
         for sample in samples:
             writers.write(split, bucket, sample)
             counts[split]["samples"] += 1
 
-    for rec in read_file(path, cfg.input_format, cfg.doc_split, cfg.text_field):
-        split = assign_split(cfg.seed, rec.source, rec.ordinal, cfg.val_fraction)
-        c = counts[split]
-        if not isinstance(rec, Document):
-            rejected.append({"source": rec.source, "line": rec.line, "offset": rec.offset, "reason": rec.reason,
-                             "bytes": rec.nbytes})
-            c["rejected_bytes"] += rec.nbytes
+    # Documents go through segmentation, counting and histograms a batch at a time (vectorized), and
+    # through the packers one by one, in file order, exactly as before.
+    for batch in _record_batches(read_file(path, cfg.input_format, cfg.doc_split, cfg.text_field)):
+        docs = [rec for rec in batch if isinstance(rec, Document)]
+        seg = segment_batch([d.text for d in docs], cfg.max_word_bytes, split_digits=cfg.split_digits)
+        byte_ends = np.concatenate([[0], np.cumsum(seg.lengths, dtype=np.int64)])[seg.word_ends()]
+        doc_bytes = np.diff(byte_ends, prepend=0)
+        items = _batch_items(cfg.tokenizer, docs, seg, doc_bytes, bpe_encode)
+        is_train: list[bool] = []
+        for rec in batch:
+            split = assign_split(cfg.seed, rec.source, rec.ordinal, cfg.val_fraction)
+            c = counts[split]
+            if not isinstance(rec, Document):
+                rejected.append({"source": rec.source, "line": rec.line, "offset": rec.offset, "reason": rec.reason,
+                                 "bytes": rec.nbytes})
+                c["rejected_bytes"] += rec.nbytes
+                continue
+            doc = items[len(is_train)]
+            is_train.append(split == "train")
+            c["documents"] += 1
+            c["markup_bytes"] += rec.markup_bytes
+            if not decompose:
+                packer = packers.setdefault((split, None), SamplePacker(items_per_sample))
+                emit(split, None, packer.add(rec.source, rec.ordinal, rec.offset, doc))
+                continue
+            for part, (start, stop) in enumerate(decomposition(doc.n, items_per_sample)):
+                bucket = stop - start
+                packer = packers.setdefault((split, bucket), SamplePacker(bucket, one_doc_per_sample=True))
+                emit(split, bucket, packer.add(rec.source, rec.ordinal, rec.offset, doc, part, start, stop))
+        if not docs:
             continue
-        seg = segment(rec.text, cfg.max_word_bytes, split_digits=cfg.split_digits)
-        doc = encode(rec.text, seg)
-        c["documents"] += 1
-        c["words"] += len(seg.lengths)
-        c["tokens"] += doc.n - 1
-        c["document_bytes"] += len(seg.data)
-        c["markup_bytes"] += rec.markup_bytes
-        c["words_cut"] += seg.words_cut
+        train = np.array(is_train, dtype=bool)
+        tokens = np.array([d.n - 1 for d in items], dtype=np.int64)
+        for split, mask in (("train", train), ("val", ~train)):
+            c = counts[split]
+            for key, values in (("words", seg.word_counts), ("tokens", tokens), ("document_bytes", doc_bytes),
+                                ("words_cut", seg.words_cut)):
+                c[key] += int(values[mask].sum())
         word_bytes_hist += np.bincount(seg.lengths, minlength=cfg.max_word_bytes + 1)[: cfg.max_word_bytes + 1]
-        words_per_doc_hist[min(WORDS_PER_DOC_BINS - 1, max(len(seg.lengths), 1).bit_length() - 1)] += 1
-        if split == "train":
-            bounds = np.concatenate([[0], np.cumsum(seg.lengths, dtype=np.int64)]).tolist()
-            freq.update(seg.data[a:b] for a, b in zip(bounds[:-1], bounds[1:]))
-        if not decompose:
-            packer = packers.setdefault((split, None), SamplePacker(items_per_sample))
-            emit(split, None, packer.add(rec.source, rec.ordinal, rec.offset, doc))
-            continue
-        for part, (start, stop) in enumerate(decomposition(doc.n, items_per_sample)):
-            bucket = stop - start
-            packer = packers.setdefault((split, bucket), SamplePacker(bucket, one_doc_per_sample=True))
-            emit(split, bucket, packer.add(rec.source, rec.ordinal, rec.offset, doc, part, start, stop))
+        bins = np.minimum(WORDS_PER_DOC_BINS - 1, np.frexp(np.maximum(seg.word_counts, 1))[1] - 1)  # bit_length - 1
+        words_per_doc_hist += np.bincount(bins, minlength=WORDS_PER_DOC_BINS)
+        freq.update(seg.words if train.all() else compress(seg.words, np.repeat(train, seg.word_counts).tolist()))
     for (split, bucket), packer in packers.items():
         emit(split, bucket, packer.flush())
     folders = writers.finish()

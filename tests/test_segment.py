@@ -142,3 +142,61 @@ def test_prefix_stable_except_last_word(split_digits):
         assert b"".join(full).startswith(b"".join(prefix))
         if not split_digits:  # without digit groups only the very last piece may still grow
             assert prefix[:-1] == full[: len(prefix) - 1]
+
+
+# --- segment_batch: many documents per splitter call, each document's words unchanged ---
+
+def _documents(path, rule):
+    from data_pipeline.documents import Document, read_file
+
+    return [r.text for r in read_file(str(path), "auto", rule, "text") if isinstance(r, Document)]
+
+
+def _assert_batch_matches(texts, cap, split_digits=False):
+    from data_pipeline.segment import segment_batch
+
+    batch = segment_batch(texts, cap, split_digits=split_digits)
+    assert batch.data == "".join(texts).encode()
+    assert len(batch.word_counts) == len(texts) and int(batch.word_counts.sum()) == len(batch.words)
+    for i, text in enumerate(texts):
+        alone, windowed = segment(text, cap, split_digits=split_digits), batch.document(i)
+        assert windowed.data == alone.data, (i, text[:60])
+        assert windowed.lengths.tolist() == alone.lengths.tolist(), (i, text[:60])
+        assert windowed.words_cut == alone.words_cut
+
+
+@pytest.mark.parametrize("name", LANG_FILES + ["ud/en_ewt-dev.txt"])
+@pytest.mark.parametrize("rule", ["paragraph", "line"])
+def test_batch_equals_per_document(corpora, name, rule):
+    texts = _documents(corpora / name, rule)[:3000]
+    _assert_batch_matches(texts, 32)
+    _assert_batch_matches(texts, 6, split_digits=True)
+
+
+def test_batch_edge_documents():
+    # documents not ending with LF, CR endings, leading spaces/marks/flags, digit runs and CJK across
+    # document ends, empty documents
+    texts = ["Hello world", " next", "ends with cr\r", "\nstarts with lf\n", "1234\n", "5678 x\n", "  spaces  \n",
+             " lead\n", "日本語\n", "中文 text\n", "\u0301mark\n", "🇩🇪\n", "🇫🇷 flag\n", "", "a_b\n", "fooBar\n",
+             "Bar\r\n", "e.g\n", ".g\n", "1,\n", "234.5\n", "\u3000wide\n", "x" * 70 + "\n", "tail"]
+    for cap in (4, 8, 64):
+        for split_digits in (False, True):
+            _assert_batch_matches(texts, cap, split_digits)
+            _assert_batch_matches(texts[::-1], cap, split_digits)
+
+
+def test_batch_uses_few_splitter_calls(corpora, monkeypatch):
+    import data_pipeline.segment as seg_module
+
+    calls = []
+    real = seg_module._splitter()
+
+    class Counting:
+        def split_with_limit(self, text, cap):
+            calls.append(len(text))
+            return real.split_with_limit(text, cap)
+
+    monkeypatch.setattr(seg_module, "_splitter", lambda: Counting())
+    texts = _documents(corpora / "tinyshakespeare.txt", "paragraph")
+    seg_module.segment_batch(texts, 32)
+    assert len(calls) <= 2  # ~1.1 MB of paragraphs that all end with LF: one call per GROUP_CHARS
