@@ -300,7 +300,7 @@ def count_training_words(data_dir: str | Path) -> Counter:
 
     cfg = data_config(data_dir)
     counts: Counter = Counter()
-    if cfg["tokenizer"] == "words":  # words are stored whole, even when a document spans samples
+    if cfg.get("tokenizer", "words") == "words":  # words are stored whole, even when a document spans samples
         for dataset in dataset_dirs(data_dir, "train"):
             for sample in iter_samples(dataset):
                 ends = np.cumsum(np.asarray(sample["word_lens"], dtype=np.int64)).tolist()
