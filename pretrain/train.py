@@ -248,6 +248,8 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
                 values["words_per_s"] = values["words"] / seconds
             if t.peak_flops:
                 values["mfu"] = values["flops_per_s"] / (t.peak_flops * world)
+            if on_gpu:
+                values["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             logger.log("train", step, values)
         if step % t.eval_every == 0 or step == t.steps:
             run_eval(step)
