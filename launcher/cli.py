@@ -91,6 +91,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from launcher.compare_config import load_compare_config
+
+    cfg = load_compare_config(args.config, args.overrides)  # validated before anything heavy is imported
+    from launcher.compare import compare
+
+    compare(cfg, Path(args.out) if args.out else None)
+    return 0
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from launcher.quickstart import quickstart
 
@@ -184,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="export folder (written atomically)")
     p.add_argument("--force", action="store_true", help="replace a non-empty DIR")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("compare", help="word-pooled vs BPE vs bytes at equal training FLOPs: LR sweep, seeds, report",
+                       description="Prepare the three tokenizations, train each model to the same FLOP budget "
+                                   "(LR sweep on seed 0, best LR on every seed) with `wordpool train`, evaluate "
+                                   "with `wordpool eval`, and write report.md, results.json and plots.")
+    p.add_argument("--config", required=True, help="compare config (configs/compare/*.yaml)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: the config's out, or runs/compare/<name>)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override compare config keys")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("quickstart", help="the main job on a built-in corpus: prepare, train (2 ranks), eval, generate")
     p.add_argument("--out", default="runs/quickstart", help="folder for the corpus, shards and run")

@@ -1,0 +1,370 @@
+"""`wordpool compare`: the word-pooled model against its byte and BPE baselines at equal training compute.
+
+1. Prepare the three tokenizations of the same documents and split (`data_pipeline.job.run_prepare`;
+   reused when already prepared). The baselines' tokens per sample default to the word model's text
+   bytes per sample, so every model sees the same context in bytes.
+2. Measure each model's useful FLOPs per optimizer step on real training batches (`model.train_flops`,
+   the trainer's own counter) and give it steps = budget / FLOPs per step: equal compute, not equal steps.
+3. LR sweep on seed 0 for each model; the best LR by final val bits/byte then runs on the other seeds.
+   Every run is the real `wordpool train` in a subprocess, then `wordpool eval` (the same scorer for all
+   models) on its final checkpoint.
+4. results.json, report.md and plots (launcher/compare_report.py).
+
+Resumable: a run whose folder holds its final checkpoint and `final_eval.json` is not run again; a run
+cut short resumes from its newest checkpoint (`--resume auto`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from launcher.compare_config import MODEL_KINDS, TOKENIZER_OF, CompareConfig
+from launcher.config import WordpoolConfig, validate
+
+FINAL_EVAL = "final_eval.json"
+RUN_CONFIG = "run_config.yaml"
+BPE_BYTES_PER_TOKEN_GUESS = 3.3  # only sizes the first BPE pass; the real value comes from its stats.json
+
+
+@dataclass
+class Run:
+    kind: str
+    lr: float
+    seed: int
+    steps: int
+    run_dir: Path
+    config: WordpoolConfig
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} lr={self.lr:g} seed={self.seed}"
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+def _prepare(cfg: CompareConfig, tokenizer: str, out: Path, tokens_per_sample: int) -> dict:
+    from data_pipeline.job import JobMismatch, run_prepare
+
+    update = {"output": str(out), "tokenizer": tokenizer, "tokens_per_sample": tokens_per_sample,
+              "bpe_vocab_size": cfg.models.bpe.vocab_size}
+    data = cfg.data.model_copy(update=update)
+    try:
+        run_prepare(data)
+    except JobMismatch:  # the folder belongs to this compare: other settings mean it is stale
+        run_prepare(data, force=True)
+    return json.loads((out / "stats.json").read_text())
+
+
+def prepare_data(cfg: CompareConfig, out: Path) -> tuple[dict[str, Path], dict[str, dict], dict[str, int]]:
+    """The three tokenizations under out/data/, their stats, and each model's symbols per sample."""
+    folders = {tok: out / "data" / tok for tok in ("words", "bytes", "bpe")}
+    stats = {"words": _prepare(cfg, "words", folders["words"], cfg.data.words_per_sample)}
+    bytes_per_sample = cfg.data.words_per_sample * stats["words"]["bytes_per_word"]
+    per_sample = {"word_pooled": cfg.data.words_per_sample,
+                  "bytes": cfg.models.bytes.tokens_per_sample or round(bytes_per_sample)}
+    stats["bytes"] = _prepare(cfg, "bytes", folders["bytes"], per_sample["bytes"])
+    bpe_tokens = cfg.models.bpe.tokens_per_sample
+    if bpe_tokens is None:  # matched bytes need the BPE's bytes/token: from an earlier pass if there is one
+        earlier = folders["bpe"] / "stats.json"
+        guess = json.loads(earlier.read_text())["bytes_per_token"] if earlier.is_file() else BPE_BYTES_PER_TOKEN_GUESS
+        bpe_tokens = round(bytes_per_sample / guess)
+    stats["bpe"] = _prepare(cfg, "bpe", folders["bpe"], bpe_tokens)
+    if cfg.models.bpe.tokens_per_sample is None:
+        matched = round(bytes_per_sample / stats["bpe"]["bytes_per_token"])
+        if matched != bpe_tokens:  # the guess was off: pack again with the measured bytes/token
+            bpe_tokens = matched
+            stats["bpe"] = _prepare(cfg, "bpe", folders["bpe"], bpe_tokens)
+    per_sample["bpe"] = bpe_tokens
+    return folders, stats, per_sample
+
+
+# ---------------------------------------------------------------------------------------------- runs
+
+def base_config(cfg: CompareConfig, kind: str, data_dir: Path, per_sample: int) -> WordpoolConfig:
+    """The `wordpool train` config of one model, before steps/lr/seed are known."""
+    model = {"kind": kind, **cfg.backbone.model_dump(), "max_word_bytes": cfg.data.max_word_bytes,
+             "max_words": max(cfg.data.words_per_sample, per_sample)}
+    if kind == "word_pooled":
+        spec = cfg.models.word_pooled
+        model.update(encoder=spec.encoder.model_dump(), decoder=spec.decoder.model_dump(), pooling=spec.pooling,
+                     pool_tokens=spec.pool_tokens)
+    data = cfg.data.model_copy(update={"output": str(data_dir), "tokenizer": TOKENIZER_OF[kind],
+                                       "tokens_per_sample": per_sample, "bpe_vocab_size": cfg.models.bpe.vocab_size})
+    train = cfg.train.model_copy(update={"data_dir": str(data_dir)})
+    raw = {"data": data.model_dump(), "model": model, "train": train.model_dump(mode="json"),
+           "wandb": {"mode": "disabled"}}
+    return validate(raw, f"compare {cfg.name} / {kind}")
+
+
+def measure_flops_per_step(wcfg: WordpoolConfig, n_batches: int, nproc: int) -> tuple[float, int]:
+    """Useful training FLOPs of one optimizer step (all ranks) on real training batches, and the parameter
+    count, from the trainer's own counter (`model.train_flops`)."""
+    import torch
+
+    from pretrain.bench_train import read_batches
+    from pretrain.models import build_model
+    from pretrain.train import check_shards
+
+    wcfg = check_shards(wcfg)[0]
+    torch.manual_seed(0)
+    model = build_model(wcfg.model)
+    batches = read_batches(Path(wcfg.train.data_dir), wcfg, n_batches)
+    per_micro_batch = statistics.fmean(model.train_flops(**b) for b in batches)
+    params = sum(p.numel() for p in model.parameters())
+    return per_micro_batch * wcfg.train.grad_accum * nproc, params
+
+
+def make_run(cfg: CompareConfig, base: WordpoolConfig, kind: str, lr: float, seed: int, steps: int,
+             runs_dir: Path) -> Run:
+    run_dir = (runs_dir / kind / f"lr{lr:g}-seed{seed}").resolve()
+    b = cfg.budget
+    every = max(1, steps // b.evals)
+    train = base.train.model_copy(update={
+        "run_dir": str(run_dir), "steps": steps, "lr": lr, "seed": seed,
+        "warmup_steps": min(steps - 1, round(b.warmup_fraction * steps)), "eval_every": every,
+        "checkpoint_every": steps, "eval_batches": b.curve_eval_batches, "log_every": max(1, steps // 50)})
+    return Run(kind, lr, seed, steps, run_dir, base.model_copy(update={"train": train}))
+
+
+def _final_checkpoint(run: Run) -> Path:
+    from pretrain.checkpoint import is_complete, tag_for
+
+    folder = run.run_dir / "checkpoints" / tag_for(run.steps)
+    return folder if is_complete(folder) else None
+
+
+def _subprocess_env(cfg: CompareConfig) -> dict[str, str]:
+    env = os.environ.copy()
+    env.setdefault("DS_ACCELERATOR", "cpu" if not _has_gpu() else "cuda")
+    # concurrent runs share the cores: without this each would start one thread per core
+    env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // (cfg.parallel * cfg.nproc)))
+    env.setdefault("RAY_DEDUP_LOGS", "0")
+    return env
+
+
+def _single_rank_env(env: dict[str, str]) -> dict[str, str]:
+    """One rank needs no torchrun agent: `wordpool train` runs in place when it finds the rank variables
+    torchrun would set (saves a Python + torch start per run, which dominates short CPU runs)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {**env, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cli(args: list[str], log: Path, env: dict[str, str]) -> None:
+    with open(log, "a") as f:
+        f.write(f"$ wordpool {' '.join(args)}\n")
+        f.flush()
+        code = subprocess.call([sys.executable, "-m", "launcher.cli", *args], stdout=f, stderr=subprocess.STDOUT,
+                               env=env)
+    if code != 0:
+        raise RuntimeError(f"`wordpool {' '.join(args)}` failed with exit code {code}; see {log}")
+
+
+_EVAL_LOCK = threading.Lock()
+_START_LOCK = threading.Lock()
+TRAIN_ATTEMPTS = 3
+START_GAP_S = 5.0
+
+
+def _train_with_retries(run: Run, cfg: CompareConfig, saved: Path, log: Path, env: dict[str, str], say) -> None:
+    """`wordpool train`, resumed up to TRAIN_ATTEMPTS times: runs started together can collide in
+    mosaicml-streaming's choice of a /dev/shm prefix ("File exists: /000339_locals"), a start-up race
+    that a second start does not meet. Starts are also spaced by START_GAP_S to make it rare."""
+    for attempt in range(1, TRAIN_ATTEMPTS + 1):
+        with _START_LOCK:
+            time.sleep(START_GAP_S if cfg.parallel > 1 else 0.0)
+        train_env = _single_rank_env(env) if cfg.nproc == 1 else env
+        try:
+            _cli(["train", "--config", str(saved), "--nproc", str(cfg.nproc), "--resume", "auto"], log, train_env)
+            return
+        except RuntimeError as exc:
+            if attempt == TRAIN_ATTEMPTS:
+                raise
+            say(f"{run.label}: attempt {attempt} failed ({exc}); resuming")
+
+
+def execute(run: Run, cfg: CompareConfig, env: dict[str, str], say) -> dict:
+    """Train (or resume) and evaluate one run; returns its final eval record. Skips what is done."""
+    done = run.run_dir / FINAL_EVAL
+    config_text = yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False)
+    saved = run.run_dir / RUN_CONFIG
+    if saved.is_file() and saved.read_text() != config_text:
+        raise ValueError(f"{run.run_dir} holds a run with another config ({saved}): remove it or use another --out")
+    if done.is_file():
+        say(f"done already: {run.label}")
+        return json.loads(done.read_text())
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(config_text)
+    log = run.run_dir / "compare.log"
+    start = time.perf_counter()
+    if _final_checkpoint(run) is None:
+        say(f"train: {run.label}, {run.steps} steps")
+        _train_with_retries(run, cfg, saved, log, env, say)
+    train_seconds = time.perf_counter() - start
+    checkpoint = _final_checkpoint(run)
+    if checkpoint is None:
+        raise RuntimeError(f"{run.label}: training ended without its final checkpoint; see {log}")
+    # `wordpool eval`'s own function, in this process (one at a time): the same scorer for every model, and
+    # no second Python + torch start per run; it appends its record to the run's metrics.jsonl as the CLI does
+    from pretrain.inference import eval_checkpoint
+
+    with _EVAL_LOCK:
+        final = eval_checkpoint(checkpoint, None, cfg.budget.final_eval_batches)
+    final["train_wall_seconds"] = train_seconds
+    done.write_text(json.dumps(final, indent=1))
+    say(f"finished: {run.label}: val bits/byte {final['val_bpb']:.4f}, next-word acc {final['val_word_acc']:.4f} "
+        f"({time.perf_counter() - start:.0f} s)")
+    return final
+
+
+def execute_all(runs: list[Run], cfg: CompareConfig, say) -> list[dict]:
+    env = _subprocess_env(cfg)
+    with ThreadPoolExecutor(max_workers=cfg.parallel) as pool:
+        return list(pool.map(lambda r: execute(r, cfg, env, say), runs))
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+def run_summary(run: Run, final: dict) -> dict:
+    """Final metrics, the curve (val bits/byte vs training FLOPs) and throughput of one run."""
+    records = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = {r["step"]: r for r in records if r["kind"] == "train"}  # a resumed run logs a step twice: keep the last
+    curve = {r["step"]: r for r in records if r["kind"] == "eval" and "checkpoint" not in r}
+    timed = [r for step, r in sorted(train.items()) if step > 1] or list(train.values())  # step 1 pays warm-up
+    last = train[max(train)] if train else {}
+    metrics = {k: v for k, v in final.items() if k.startswith("val_")}
+    return {
+        "kind": run.kind, "lr": run.lr, "seed": run.seed, "steps": run.steps, "run_dir": str(run.run_dir),
+        **metrics,
+        "train_flops": last.get("train_flops"), "train_text_bytes": last.get("train_text_bytes"),
+        "bytes_per_s": statistics.median(r["bytes_per_s"] for r in timed) if timed else None,
+        "flops_per_s": statistics.median(r["flops_per_s"] for r in timed) if timed else None,
+        "train_wall_seconds": final.get("train_wall_seconds"),
+        "curve": [{"step": s, "train_flops": r.get("train_flops", 0.0), "val_bpb": r["val_bpb"]}
+                  for s, r in sorted(curve.items())],
+    }
+
+
+def spread(values: list[float]) -> dict:
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+SUMMARY_KEYS = ("val_bpb", "val_word_acc", "val_word_acc_freq_0", "val_word_acc_freq_1-10",
+                "val_word_acc_freq_11-100", "val_word_acc_freq_>100", "bytes_per_s", "flops_per_s", "train_flops")
+
+
+def _bpb_or_inf(final: dict) -> float:
+    value = final.get("val_bpb")
+    return value if value is not None and math.isfinite(value) else math.inf
+
+
+# ---------------------------------------------------------------------------------------------- command
+
+def compare(cfg: CompareConfig, out: Path | None = None, log=print) -> dict:
+    out = Path(out or cfg.out_dir())
+    out.mkdir(parents=True, exist_ok=True)
+    lock = threading.Lock()
+
+    def say(text: str) -> None:
+        with lock:
+            log(f"[compare {time.strftime('%H:%M:%S')}] {text}")
+
+    wall = time.perf_counter()
+    say(f"preparing the three tokenizations under {out / 'data'}")
+    folders, stats, per_sample = prepare_data(cfg, out)
+    _stop_ray()  # the local Ray cluster of the prepare jobs would hold memory and cores during training
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.parallel))  # final evals run beside trainings
+    plan = {}
+    for kind in MODEL_KINDS:
+        base = base_config(cfg, kind, folders[TOKENIZER_OF[kind]], per_sample[kind])
+        flops_per_step, params = measure_flops_per_step(base, cfg.budget.flop_estimate_batches, cfg.nproc)
+        steps = max(1, int(cfg.budget.train_flops // flops_per_step))
+        plan[kind] = {"base": base, "flops_per_step": flops_per_step, "params": params, "steps": steps}
+        say(f"{kind}: {params:,} parameters, {flops_per_step:.3e} FLOPs/step -> {steps} steps")
+
+    runs_dir = out / "runs"
+    sweep = {k: [make_run(cfg, p["base"], k, lr, 0, p["steps"], runs_dir) for lr in cfg.models.lrs(k)]
+             for k, p in plan.items()}
+    flat = [r for k in MODEL_KINDS for r in sweep[k]]
+    say(f"LR sweep: {len(flat)} runs on seed 0")
+    sweep_finals = dict(zip([id(r) for r in flat], execute_all(flat, cfg, say)))
+
+    best = {}
+    for kind in MODEL_KINDS:
+        best[kind] = min(sweep[kind], key=lambda r: _bpb_or_inf(sweep_finals[id(r)]))
+        say(f"{kind}: best lr {best[kind].lr:g}")
+    seed_runs = [make_run(cfg, plan[k]["base"], k, best[k].lr, seed, plan[k]["steps"], runs_dir)
+                 for k in MODEL_KINDS for seed in range(1, cfg.seeds)]
+    if seed_runs:
+        say(f"seeds: {len(seed_runs)} runs with the best LRs")
+    seed_finals = execute_all(seed_runs, cfg, say)
+
+    models = {}
+    for kind in MODEL_KINDS:
+        chosen = [best[kind]] + [r for r in seed_runs if r.kind == kind]
+        finals = [sweep_finals[id(best[kind])]] + [f for r, f in zip(seed_runs, seed_finals) if r.kind == kind]
+        runs = [run_summary(r, f) for r, f in zip(chosen, finals)]
+        models[kind] = {
+            "params": plan[kind]["params"], "flops_per_step": plan[kind]["flops_per_step"],
+            "steps": plan[kind]["steps"], "symbols_per_sample": per_sample[kind], "best_lr": best[kind].lr,
+            "sweep": [{"lr": r.lr, "val_bpb": sweep_finals[id(r)].get("val_bpb"),
+                       "val_word_acc": sweep_finals[id(r)].get("val_word_acc")} for r in sweep[kind]],
+            "runs": runs,
+            "summary": {key: spread([r.get(key) for r in runs]) for key in SUMMARY_KEYS},
+        }
+    stat_keys = ("documents", "words", "tokens", "bytes", "bytes_per_word", "bytes_per_token")
+    results = {
+        "name": cfg.name, "out": str(out), "config": cfg.model_dump(mode="json"),
+        "device": _device(), "nproc": cfg.nproc, "parallel": cfg.parallel,
+        "data": {tok: {k: s.get(k) for k in stat_keys} | {"train_documents": s["splits"]["train"]["documents"],
+                                                          "val_documents": s["splits"]["val"]["documents"]}
+                 for tok, s in stats.items()},
+        "models": models, "wall_seconds": time.perf_counter() - wall,
+    }
+    from launcher.compare_report import write_report
+
+    write_report(results, out)
+    say(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f} s in this invocation)")
+    return results
+
+
+def _stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({os.cpu_count()} cores)"

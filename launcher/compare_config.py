@@ -1,0 +1,126 @@
+"""Schema of a `wordpool compare` config (configs/compare/*.yaml): one file describing the text, the
+shared backbone, each model's extras and LR sweep, the training-FLOP budget, the seeds and the ranks.
+
+Validated like the other configs (pydantic `Strict`: unknown keys are errors; messages name the key),
+before anything heavy is imported.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from data_pipeline.config import DataConfig, Strict
+from launcher.config import ConfigError, _describe, apply_overrides
+from pretrain.config import StackConfig, TrainConfig
+
+MODEL_KINDS = ("word_pooled", "bytes", "bpe")
+TOKENIZER_OF = {"word_pooled": "words", "bytes": "bytes", "bpe": "bpe"}
+
+# keys compare sets itself, per model or per run: a config setting them would be silently ignored
+DATA_KEYS_SET_BY_COMPARE = ("output", "tokenizer", "tokens_per_sample", "bpe_vocab_size")
+TRAIN_KEYS_SET_BY_COMPARE = ("data_dir", "run_dir", "steps", "lr", "seed", "warmup_steps", "eval_every",
+                             "checkpoint_every", "eval_batches", "log_every")
+
+
+class Backbone(Strict):
+    """The causal transformer all three models share (only input/output layers differ)."""
+
+    d_model: int = Field(128, ge=8)
+    n_layers: int = Field(2, ge=1)
+    n_heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(8 / 3, gt=0)
+
+
+class WordPooledSpec(Strict):
+    encoder: StackConfig = Field(default_factory=StackConfig)
+    decoder: StackConfig = Field(default_factory=StackConfig)
+    pooling: str = Field("cls", pattern="^(cls|latent)$")
+    pool_tokens: int = Field(1, ge=1, le=4)
+    lrs: list[float] = Field(min_length=1, description="learning rates tried on the first seed")
+
+
+class TokenSpec(Strict):
+    tokens_per_sample: int | None = Field(
+        None, ge=2, description="None: matched to the word model's text bytes per sample "
+                                "(words_per_sample x bytes/word / bytes/token)")
+    lrs: list[float] = Field(min_length=1)
+
+
+class BpeSpec(TokenSpec):
+    vocab_size: int = Field(4096, ge=300, description="byte-level BPE vocabulary, trained on the train split")
+
+
+class Models(Strict):
+    word_pooled: WordPooledSpec
+    bytes: TokenSpec
+    bpe: BpeSpec
+
+    def lrs(self, kind: str) -> list[float]:
+        return getattr(self, kind).lrs
+
+
+class Budget(Strict):
+    train_flops: float = Field(gt=0, description="useful training FLOPs per run, the same for every model")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="LR warmup as a share of the run's steps")
+    evals: int = Field(4, ge=1, description="validation points during training (plus step 0), for the curves")
+    curve_eval_batches: int = Field(8, ge=1, description="val micro-batches per evaluation during training")
+    final_eval_batches: int | None = Field(None, ge=1, description="final eval micro-batches; None: all of val")
+    flop_estimate_batches: int = Field(16, ge=1, description="training batches read to measure FLOPs per step")
+
+
+class CompareConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    out: str | None = Field(None, description="run directory (default runs/compare/<name>)")
+    data: DataConfig
+    backbone: Backbone = Field(default_factory=Backbone)
+    models: Models
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    budget: Budget
+    seeds: int = Field(3, ge=1, description="seeds per model: the LR sweep runs on seed 0, the best LR on all")
+    nproc: int = Field(1, ge=1, description="ranks per training run (torchrun)")
+    parallel: int = Field(1, ge=1, description="training runs at the same time")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if not self.data.inputs:
+            raise ValueError("data.inputs must name at least one text")
+        for key in DATA_KEYS_SET_BY_COMPARE:
+            if key in self.data.model_fields_set:
+                raise ValueError(f"data.{key} is set by compare for each tokenization: remove it "
+                                 f"(BPE vocabulary: models.bpe.vocab_size; tokens per sample: "
+                                 f"models.<kind>.tokens_per_sample)")
+        for key in TRAIN_KEYS_SET_BY_COMPARE:
+            if key in self.train.model_fields_set:
+                raise ValueError(f"train.{key} is set by compare for each run (steps from budget.train_flops, "
+                                 f"lr from the sweep, seed from seeds, warmup from budget.warmup_fraction)")
+        if self.backbone.d_model % self.backbone.n_heads:
+            raise ValueError(f"backbone.d_model={self.backbone.d_model} is not divisible by "
+                             f"n_heads={self.backbone.n_heads}")
+        return self
+
+    def out_dir(self) -> Path:
+        return Path(self.out or f"runs/compare/{self.name}")
+
+
+def load_compare_config(path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"compare config not found: {p}")
+    try:
+        raw: Any = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"compare config {p} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"compare config {p}: top level must be a mapping, got {type(raw).__name__}")
+    source = str(p)
+    if overrides:
+        source += " with overrides " + " ".join(overrides)
+        raw = apply_overrides(raw, overrides)
+    try:
+        return CompareConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"invalid compare config {source}:"] + [f"  {_describe(e)}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
