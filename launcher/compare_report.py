@@ -26,12 +26,14 @@ def _words_in_bucket(model: dict, bucket: str) -> str:
 
 
 def results_table(results: dict) -> list[str]:
-    lines = ["| model | params | steps | train FLOPs | best LR | val bits/byte | next-word acc | "
+    lines = ["| model | params | steps | train FLOPs | train text bytes | best LR | val bits/byte | next-word acc | "
              + " | ".join(f"acc, freq {b}" for b in BUCKETS) + " | train text bytes/s |",
-             "|---" * (8 + len(BUCKETS)) + "|"]
+             "|---" * (9 + len(BUCKETS)) + "|"]
     for kind, m in results["models"].items():
         s = m["summary"]
+        text_bytes = sum(r["train_text_bytes"] for r in m["runs"]) / len(m["runs"])
         lines.append(f"| {MODEL_NAMES[kind]} | {m['params']:,} | {m['steps']:,} | {s['train_flops']['mean']:.3g} | "
+                     f"{text_bytes:,.0f} | "
                      f"{m['best_lr']:g} | {_pm(s['val_bpb'])} | {_pm(s['val_word_acc'])} | "
                      + " | ".join(_pm(s[f"val_word_acc_freq_{b}"]) for b in BUCKETS)
                      + f" | {_pm(s['bytes_per_s'], 0)} |")
@@ -154,6 +156,10 @@ def write_report(results: dict, out: Path) -> None:
            else ". The final eval reads the whole val split."),
         "Throughput: median text bytes/s of the logged training steps (step 1 excluded), measured while "
         f"{results['parallel']} run(s) shared the machine; a comparison of speed, not a benchmark.",
+        "",
+        f"Curves: the trainer's evaluations during training ({cfg['budget']['curve_eval_batches']} val "
+        "micro-batches each; the step-0 point, at 0 FLOPs, is left off the log axis); the table's numbers come "
+        "from the final eval of each final checkpoint.",
         "",
         f"![val bits/byte vs training FLOPs]({CURVE_PLOT})",
         f"![accuracy by frequency bucket]({BUCKET_PLOT})",

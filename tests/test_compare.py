@@ -1,0 +1,100 @@
+"""`wordpool compare` end to end on a tiny slice of text: three tokenizations, FLOP-matched step counts,
+an LR sweep, a second seed, the shared scorer, report.md / results.json / plots, and a rerun that skips
+the finished runs. Lean on purpose (one rank, a few steps, a 2-LR sweep for the word-pooled model only): 7 trainings."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from launcher.config import ConfigError
+from launcher.compare_config import load_compare_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(text: Path, out: Path) -> dict:
+    return {
+        "name": "tiny-test",
+        "out": str(out),
+        "data": {"inputs": [str(text)], "doc_split": "line", "max_word_bytes": 16, "words_per_sample": 32,
+                 "val_fraction": 0.1, "num_cpus": 1},
+        "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2},
+        "models": {"word_pooled": {"encoder": {"d_model": 32, "n_layers": 1, "n_heads": 2},
+                                   "decoder": {"d_model": 32, "n_layers": 1, "n_heads": 2}, "lrs": [3e-3, 1e-2]},
+                   "bytes": {"lrs": [1e-2]},
+                   "bpe": {"lrs": [1e-2], "vocab_size": 300}},
+        "train": {"micro_batch_size": 4},
+        # ~4 word-pooled steps; the baselines get their own step counts from the same budget
+        "budget": {"train_flops": 5.0e8, "evals": 2, "curve_eval_batches": 2, "final_eval_batches": None,
+                   "flop_estimate_batches": 4},
+        "seeds": 2,
+        "nproc": 1,
+        "parallel": 2,
+    }
+
+
+def test_compare_config_errors_name_the_key(tmp_path):
+    raw = tiny_config(tmp_path / "t.txt", tmp_path / "out")
+    raw["train"]["steps"] = 10
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="train.steps is set by compare"):
+        load_compare_config(path)
+    raw["train"] = {}
+    raw["models"]["bpe"]["lrz"] = [1.0]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=r"models.bpe.lrz: unknown key"):
+        load_compare_config(path)
+
+
+def test_compare_end_to_end(corpora, tmp_path):
+    lines = (corpora / "ud" / "en_ewt-dev.txt").read_text().splitlines(keepends=True)[:400]
+    text = tmp_path / "slice.txt"
+    text.write_text("".join(lines))
+    out = tmp_path / "compare"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(text, out)))
+    cmd = [sys.executable, "-m", "launcher.cli", "compare", "--config", str(config)]
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+    results = json.loads((out / "results.json").read_text())
+    models = results["models"]
+    assert set(models) == {"word_pooled", "bytes", "bpe"}
+    budget = 5.0e8
+    for kind, m in models.items():
+        assert [row["lr"] for row in m["sweep"]] == ([3e-3, 1e-2] if kind == "word_pooled" else [1e-2])
+        assert m["best_lr"] == min(m["sweep"], key=lambda row: row["val_bpb"])["lr"]
+        assert [r["seed"] for r in m["runs"]] == [0, 1] and {r["lr"] for r in m["runs"]} == {m["best_lr"]}
+        # equal compute, not equal steps: each model stops just under the budget it was given
+        assert m["steps"] == max(1, int(budget // m["flops_per_step"]))
+        for r in m["runs"]:
+            assert 0 < r["val_bpb"] < 20 and 0 <= r["val_word_acc"] <= 1
+            assert r["curve"][0]["step"] == 0 and r["curve"][-1]["step"] == m["steps"]
+            assert r["bytes_per_s"] > 0
+            names = ("0", "1-10", "11-100", ">100")
+            assert sum(r[f"val_words_freq_{n}"] for n in names) == r["val_words"]
+        assert m["summary"]["val_bpb"]["n"] == 2
+    # the whole val split is scored for every model: the same text, so (almost) the same words
+    val_words = [m["runs"][0]["val_words"] for m in models.values()]
+    assert max(val_words) <= 1.05 * min(val_words), val_words
+    assert results["data"]["words"]["bytes_per_word"] > 1 and results["data"]["bpe"]["bytes_per_token"] > 1
+
+    report = (out / "report.md").read_text()
+    for needle in ("| word-pooled |", "| BPE |", "| bytes |", "Learning-rate sweep", "bytes/word",
+                   "acc, freq 0", "val_bpb_vs_flops.png", "accuracy_by_frequency.png", "name: tiny-test"):
+        assert needle in report, needle
+    for png in ("val_bpb_vs_flops.png", "accuracy_by_frequency.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # resumable: a rerun trains nothing and writes the same results
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "train:" not in again.stdout and again.stdout.count("done already") == 7
+    rerun = json.loads((out / "results.json").read_text())
+    assert rerun["models"]["bpe"]["summary"]["val_bpb"] == models["bpe"]["summary"]["val_bpb"]
