@@ -8,6 +8,9 @@ the clock starts (this measures the model, not the loader); the first `warmup` s
 Figures per model: text bytes/s, words/s (the splitter's words of the text trained on), tokens/s
 (backbone positions: words or tokens), step time, peak memory, model FLOP/s (pretrain.flops: useful
 FLOPs, padding excluded) and MFU when a peak is given, plus the ratios word-pooled / BPE and / bytes.
+Word-pooled variants: `word_pooled` runs the config's model.layout (`auto`: packed on CUDA, bucketed on
+CPU); `word_pooled_packed` and `word_pooled_padded` force a layout, and the speed-up of each layout
+over padded is printed under its name (e.g. packed/padded).
 """
 from __future__ import annotations
 
@@ -22,8 +25,11 @@ import torch
 
 from launcher.config import WordpoolConfig
 
-MODELS = ("word_pooled", "word_pooled_padded", "bpe", "bytes")
-TOKENIZER = {"word_pooled": "words", "word_pooled_padded": "words", "bpe": "bpe", "bytes": "bytes"}
+MODELS = ("word_pooled", "word_pooled_packed", "word_pooled_padded", "bpe", "bytes")
+TOKENIZER = {"word_pooled": "words", "word_pooled_packed": "words", "word_pooled_padded": "words", "bpe": "bpe",
+             "bytes": "bytes"}
+# word-pooled variants that force a layout (word_pooled itself runs the config's, `auto` by default)
+FORCED_LAYOUT = {"word_pooled_packed": "packed", "word_pooled_padded": "padded"}
 
 
 @dataclass
@@ -59,7 +65,7 @@ def model_config(cfg: WordpoolConfig, model: str, data_dir: Path) -> WordpoolCon
     from pretrain.train import check_shards
 
     kind = "word_pooled" if model.startswith("word_pooled") else model
-    update = {"kind": kind, "layout": "padded" if model == "word_pooled_padded" else cfg.model.layout,
+    update = {"kind": kind, "layout": FORCED_LAYOUT.get(model, cfg.model.layout),
               "max_words": max(cfg.model.max_words, cfg.data.words_per_sample)}
     new = cfg.model_copy(update={"model": cfg.model.model_copy(update=update),
                                  "train": cfg.train.model_copy(update={"data_dir": str(data_dir)})})
@@ -177,9 +183,15 @@ def run_bench(cfg: WordpoolConfig, inputs: list[str], work_dir: Path, steps: int
     for base in ("bpe", "bytes"):
         if "word_pooled" in by_name and base in by_name:
             ratios[f"word_pooled/{base}"] = by_name["word_pooled"].text_bytes_per_s / by_name[base].text_bytes_per_s
-    if "word_pooled" in by_name and "word_pooled_padded" in by_name:
-        ratios["bucketed/padded"] = (by_name["word_pooled"].text_bytes_per_s
-                                     / by_name["word_pooled_padded"].text_bytes_per_s)
+    from pretrain.model import resolve_layout
+
+    # layout speed-ups, named by the layout each model actually ran (word_pooled: the config's, resolved)
+    layouts = {"word_pooled": resolve_layout(cfg.model.layout, torch.cuda.is_available()),
+               "word_pooled_packed": "packed"}
+    padded = by_name.get("word_pooled_padded")
+    for model, layout in layouts.items():
+        if model in by_name and padded and layout != "padded":
+            ratios[f"{layout}/padded"] = by_name[model].text_bytes_per_s / padded.text_bytes_per_s
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     return {"device": device, "steps": steps, "warmup": warmup, "threads": torch.get_num_threads(),
             "rows": [asdict(r) for r in rows], "ratios": ratios}

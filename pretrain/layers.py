@@ -7,6 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
+from ops import varlen_attention
+
 # The CUDA memory-efficient/flash kernels have a 65535 limit on the grid's batch dimension in some
 # torch versions; B*W per-word sequences can exceed it, so attention is run in chunks of this size.
 _MAX_SDPA_BATCH = 32768
@@ -17,6 +19,14 @@ def rope_angles(seq_len: int, head_dim: int, base: float, device, start: int = 0
     (recomputed per call: tiny, and it keeps precision when the module is cast to bf16)."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
     ang = torch.outer(torch.arange(start, start + seq_len, device=device, dtype=torch.float32), inv_freq)
+    return ang.cos(), ang.sin()
+
+
+def rope_angles_at(positions: torch.Tensor, head_dim: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin [len(positions), 1, head_dim/2] for arbitrary positions (packed sequences restart at 0),
+    the same fp32 values rope_angles gives; the middle axis broadcasts over heads."""
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim)
+    ang = torch.outer(positions.float(), inv_freq).unsqueeze(1)
     return ang.cos(), ang.sin()
 
 
@@ -99,6 +109,17 @@ class Block(nn.Module):
         gate, up = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
         return x + self.drop(self.mlp_out(F.silu(gate) * up))
 
+    def forward_packed(self, x, rope, cu_seqlens, max_seqlen: int, causal: bool):
+        """The same block on sequences packed flat: x [total, d], sequence i = rows cu_seqlens[i]:
+        cu_seqlens[i+1]; rope from rope_angles_at; attention through ops.varlen_attention."""
+        T, d = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).view(T, 3, self.n_heads, d // self.n_heads).unbind(1)
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        y = varlen_attention(q, k, v, cu_seqlens, max_seqlen, causal, dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.attn_out(y.reshape(T, d)))
+        gate, up = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)
+        return x + self.drop(self.mlp_out(F.silu(gate) * up))
+
 
 class Stack(nn.Module):
     """n_layers Blocks + final RMSNorm; the same class serves encoder, backbone and decoder."""
@@ -124,6 +145,19 @@ class Stack(nn.Module):
                 x = block(x, rope, causal, key_mask, cache, i)
         if cache is not None:
             cache.length += x.shape[1]
+        return self.norm(x)
+
+    def forward_packed(self, x, positions, cu_seqlens, max_seqlen: int, causal: bool):
+        """Packed sequences (see Block.forward_packed); positions [total] = each row's position within its
+        sequence (RoPE restarts at 0 for each). max_seqlen bounds the lengths (a static bound: no sync)."""
+        rope = rope_angles_at(positions, self.head_dim, self.rope_base)
+        recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
+        for block in self.blocks:
+            if recompute:
+                x = torch.utils.checkpoint.checkpoint(block.forward_packed, x, rope, cu_seqlens, max_seqlen, causal,
+                                                      use_reentrant=False)
+            else:
+                x = block.forward_packed(x, rope, cu_seqlens, max_seqlen, causal)
         return self.norm(x)
 
 

@@ -10,9 +10,12 @@ over the bytes alone and a learned query cross-attends to them (one position per
 for word t+1 starts from the p backbone outputs of word t, then reads word t+1's bytes (teacher forcing).
 
 Layout (model.layout): the per-word encoder and decoder dominate the cost when every word is padded to
-max_word_bytes (NOTES §3). `bucketed` groups the batch's words by length into power-of-two widths and
-runs each group at its own width; absent words are skipped. `padded` runs one group at full width (the
-reference the bucketed path is tested against).
+max_word_bytes (NOTES §3). `packed` (pretrain/packed.py) runs them on the words packed flat, no padding
+at all, attention through ops.varlen_attention. `bucketed` groups the batch's words by length into
+power-of-two widths and runs each group at its own width. `padded` runs one group at full width (the
+reference the others are tested against). Absent words are skipped by all three. `auto` resolves per
+batch: packed on CUDA (varlen kernels), bucketed elsewhere (packed measured no faster on CPU, where
+its varlen attention is the pad-and-mask reference).
 
 Batch contract (see `WordPooledLM.forward`):
   words      [B, W, L] symbol ids, left-aligned, rest PAD; an end-of-document word is [EOD, PAD, ...]
@@ -25,14 +28,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ops import cross_entropy_sum
 from pretrain import flops
 from pretrain.config import ModelConfig
 from pretrain.layers import KVCache, RMSNorm, Stack, init_weights, sdpa
+from pretrain.packed import decode_loss_packed, encode_words_packed
 
 PAD, EOW, EOD, POOL = 256, 257, 258, 259  # POOL: kept out of the vocabulary's use, banned in output
 VOCAB = 260
 
-__all__ = ["PAD", "EOW", "EOD", "POOL", "VOCAB", "banned_symbols", "WordPooledLM", "bucket_widths"]
+__all__ = ["PAD", "EOW", "EOD", "POOL", "VOCAB", "banned_symbols", "WordPooledLM", "bucket_widths", "resolve_layout"]
 
 
 def banned_symbols(L: int, device=None) -> torch.Tensor:
@@ -44,6 +49,13 @@ def banned_symbols(L: int, device=None) -> torch.Tensor:
     ban[0, EOW] = True
     ban[1:, EOD] = True
     return ban
+
+
+def resolve_layout(layout: str, on_cuda: bool) -> str:
+    """model.layout with `auto` resolved: packed on CUDA (varlen kernels), bucketed elsewhere."""
+    if layout != "auto":
+        return layout
+    return "packed" if on_cuda else "bucketed"
 
 
 def bucket_widths(L: int) -> list[int]:
@@ -107,7 +119,7 @@ class WordPooledLM(nn.Module):
         self.decoder = Stack(dec.d_model, dec.n_layers, dec.n_heads, cfg.mlp_ratio, cfg.dropout, cfg.rope_base)
         self.head = nn.Linear(dec.d_model, VOCAB, bias=False)
         init_weights(self, [(self.encoder, enc.n_layers), (self.backbone, cfg.n_layers), (self.decoder, dec.n_layers)])
-        self.widths = bucket_widths(L) if cfg.layout == "bucketed" else [L]
+        self.widths = [L] if cfg.layout == "padded" else bucket_widths(L)
         self.register_buffer("_pos", torch.arange(L + self.p + 1), persistent=False)
         self.register_buffer("_banned", banned_symbols(L), persistent=False)
 
@@ -117,6 +129,10 @@ class WordPooledLM(nn.Module):
     def train_flops(self, word_lens: torch.Tensor, **_) -> float:
         """Useful forward+backward FLOPs of a batch (padding excluded), for MFU."""
         return flops.word_pooled(self, word_lens)
+
+    def layout_for(self, x: torch.Tensor) -> str:
+        """The layout a batch on x's device runs with (model.layout, `auto` resolved)."""
+        return resolve_layout(self.cfg.layout, x.is_cuda)
 
     # ---- the three stages, on rows of words --------------------------------------------------
     def _encode_rows(self, symbols: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
@@ -142,15 +158,20 @@ class WordPooledLM(nn.Module):
         """[B, W, L] -> backbone input [B, W*p, d_model]; absent words get zero vectors."""
         B, W, L = words.shape
         flat, lens = words.view(B * W, L), word_lens.reshape(B * W)
-        rows, vectors = [], []
-        for idx, width in word_buckets(lens, self.widths):
-            rows.append(idx)
-            vectors.append(self._encode_rows(flat[idx, :width], lens[idx]))
-        if not vectors:
+        if not bool((lens > 0).any()):
             raise ValueError("a batch without a single word")
-        vectors = torch.cat(vectors)
-        out = vectors.new_zeros(B * W, self.p, vectors.shape[-1]).index_copy(0, torch.cat(rows), vectors)
+        rows, vectors = self._encode_present(flat, lens)
+        out = vectors.new_zeros(B * W, self.p, vectors.shape[-1]).index_copy(0, rows, vectors)
         return out.view(B, W * self.p, -1)
+
+    def _encode_present(self, flat, lens) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, vectors [len(rows), p, d_model]) of the present words (length > 0) of flat [n, L]."""
+        if self.layout_for(flat) == "packed":
+            rows = (lens > 0).nonzero().squeeze(1)
+            return rows, encode_words_packed(self, flat[rows], lens[rows])
+        groups = word_buckets(lens, self.widths)
+        return (torch.cat([idx for idx, _ in groups]),
+                torch.cat([self._encode_rows(flat[idx, :width], lens[idx]) for idx, width in groups]))
 
     def _check(self, words):
         B, W, L = words.shape
@@ -175,6 +196,27 @@ class WordPooledLM(nn.Module):
         ctx = self._contexts(words, word_lens).reshape(B * (W - 1), self.p, -1)
         return self._decode_rows(ctx, words[:, 1:].reshape(B * (W - 1), L)).view(B, W - 1, L + 1, VOCAB)
 
+    def _decode_loss(self, ctx, nxt, nxt_lens) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed fp32 NLL of the n words nxt [n, L] given their contexts ctx [n, p, d_model], and which
+        words the constrained argmax gets entirely right (hits [n] bool); absent words (length 0) skipped."""
+        n = nxt.shape[0]
+        nll_sum = torch.zeros((), dtype=torch.float32, device=nxt.device)
+        hits = torch.zeros(n, dtype=torch.bool, device=nxt.device)
+        if self.layout_for(nxt) == "packed":
+            rows = (nxt_lens > 0).nonzero().squeeze(1)
+            if rows.numel():
+                nll_sum, row_hits = decode_loss_packed(self, ctx[rows], nxt[rows], nxt_lens[rows], EOW)
+                hits = hits.index_fill(0, rows[row_hits], True)
+            return nll_sum, hits
+        for idx, width in word_buckets(nxt_lens, self.widths):
+            logits = self._decode_rows(ctx[idx], nxt[idx, :width])
+            tgt = self.targets(nxt[idx, :width], nxt_lens[idx])
+            # fp32 log-softmax (inside the op): bf16 would make the summed NLL (bits/byte) noticeably coarse.
+            nll_sum = nll_sum + cross_entropy_sum(logits.flatten(0, 1), tgt.flatten(), ignore_index=-100)
+            pred = logits.detach().masked_fill(self._banned[: width + 1], float("-inf")).argmax(-1)
+            hits = hits.index_fill(0, idx[((pred == tgt) | (tgt == -100)).all(-1)], True)
+        return nll_sum, hits
+
     @staticmethod
     def targets(words, word_lens):
         """Targets [B, W, L+1]: the word's symbols, then EOW; -100 (ignored) elsewhere and for absent words."""
@@ -196,16 +238,7 @@ class WordPooledLM(nn.Module):
         words = self._clean(words, word_lens)
         ctx = self._contexts(words, word_lens).reshape(B * (W - 1), self.p, -1)
         nxt, nxt_lens = words[:, 1:].reshape(B * (W - 1), L), word_lens[:, 1:].reshape(B * (W - 1))
-        nll_sum = torch.zeros((), dtype=torch.float32, device=words.device)
-        hits = torch.zeros(B * (W - 1), dtype=torch.bool, device=words.device)
-        for idx, width in word_buckets(nxt_lens, self.widths):
-            logits = self._decode_rows(ctx[idx], nxt[idx, :width])
-            tgt = self.targets(nxt[idx, :width], nxt_lens[idx])
-            # fp32 log-softmax: bf16 would make the summed NLL (and thus bits/byte) noticeably coarse.
-            nll_sum = nll_sum + F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=-100,
-                                                reduction="sum")
-            pred = logits.detach().masked_fill(self._banned[: width + 1], float("-inf")).argmax(-1)
-            hits = hits.index_fill(0, idx[((pred == tgt) | (tgt == -100)).all(-1)], True)
+        nll_sum, hits = self._decode_loss(ctx, nxt, nxt_lens)
         n_symbols = (nxt_lens + (nxt_lens > 0)).sum().float()  # each word's symbols + its EOW
         is_word = text_bytes[:, 1:] > 0
         word_hits = hits.view(B, W - 1) & is_word

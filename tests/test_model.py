@@ -206,10 +206,11 @@ def test_bf16_and_num_params():
 VARIANTS = [dict(), dict(pool_tokens=3), dict(pooling="latent")]
 
 
+@pytest.mark.parametrize("layout", ["bucketed", "packed"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=["cls1", "cls3", "latent"])
-def test_bucketed_layout_equals_padded(variant):
+def test_fast_layouts_equal_padded(variant, layout):
     words, lens, text = random_batch()
-    fast, ref = make_model(**variant), make_model(layout="padded", **variant)
+    fast, ref = make_model(layout=layout, **variant), make_model(layout="padded", **variant)
     ref.load_state_dict(fast.state_dict())
     a, b = fast(words, lens, text, details=True), ref(words, lens, text, details=True)
     for key in ("nll_sum", "n_symbols", "n_text_bytes", "n_words", "n_correct"):
@@ -220,6 +221,29 @@ def test_bucketed_layout_equals_padded(variant):
     b["loss"].backward()
     for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the packed fast path (varlen kernels, Triton "
+                    "cross-entropy) runs on CUDA only; no GPU in this session")
+@pytest.mark.parametrize("variant", VARIANTS, ids=["cls1", "cls3", "latent"])
+def test_packed_fast_path_on_cuda_equals_padded(variant):
+    batch = [t.cuda() for t in random_batch()]
+    fast, ref = make_model(layout="auto", **variant).cuda(), make_model(layout="padded", **variant).cuda()
+    assert fast.layout_for(batch[0]) == "packed"
+    a, b = fast(*batch, details=True), ref(*batch, details=True)
+    torch.testing.assert_close(a["nll_sum"], b["nll_sum"], atol=1e-3, rtol=1e-4)
+    assert torch.equal(a["word_hits"], b["word_hits"])
+    a["loss"].backward()
+    b["loss"].backward()
+    for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_auto_layout_is_packed_on_cuda_bucketed_elsewhere():
+    from pretrain.model import resolve_layout
+
+    assert make_model().cfg.layout == "auto" and make_model().layout_for(torch.zeros(1)) == "bucketed"
+    assert resolve_layout("auto", on_cuda=True) == "packed" and resolve_layout("padded", on_cuda=True) == "padded"
 
 
 @pytest.mark.parametrize("variant", VARIANTS[1:], ids=["cls3", "latent"])
@@ -326,11 +350,13 @@ def flops_attention(model, lens):
         flops.stack_forward = saved
 
 
-def test_activation_checkpointing_gives_the_same_gradients():
+@pytest.mark.parametrize("layout", ["bucketed", "packed"])
+def test_activation_checkpointing_gives_the_same_gradients(layout):
     from pretrain.layers import set_activation_checkpointing
 
     words, lens, text = random_batch()
-    plain, recomputed = make_model(pooling="latent").train(), make_model(pooling="latent").train()
+    plain = make_model(pooling="latent", layout=layout).train()
+    recomputed = make_model(pooling="latent", layout=layout).train()
     set_activation_checkpointing(recomputed, True)
     plain(words, lens, text)["loss"].backward()
     recomputed(words, lens, text)["loss"].backward()

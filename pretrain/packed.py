@@ -1,0 +1,102 @@
+"""The `packed` layout of WordPooledLM: the per-word encoder and decoder run on the batch's words
+packed flat, with no padding at all.
+
+Each word becomes one sequence of `prefix` slots followed by its bytes; the sequences are laid end to
+end ([total_positions, d]), so linear layers see only real positions, RoPE positions restart at 0 for
+each word, and attention stays within a word through ops.varlen_attention (cu_seqlens). It computes
+exactly what the padded layout computes (tested), with one host sync per packing (the number of
+positions); max_seqlen is the static bound prefix + max_word_bytes, so the attention kernels need none.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ops import cross_entropy_sum, varlen_attention
+
+__all__ = ["Packing", "pack", "encode_words_packed", "decode_loss_packed"]
+
+
+@dataclass
+class Packing:
+    """n sequences laid end to end: sequence i is rows cu_seqlens[i]:cu_seqlens[i+1]."""
+    cu_seqlens: torch.Tensor  # [n+1] int64
+    max_seqlen: int           # upper bound of the lengths (static)
+    seq: torch.Tensor         # [total] which sequence each row belongs to
+    pos: torch.Tensor         # [total] position of the row within its sequence
+
+    @property
+    def starts(self) -> torch.Tensor:
+        return self.cu_seqlens[:-1]
+
+
+def pack(seqlens: torch.Tensor, max_seqlen: int) -> Packing:
+    """The packing of sequences of the given lengths (all >= 1)."""
+    cu = F.pad(seqlens.cumsum(0), (1, 0))
+    seq = torch.repeat_interleave(torch.arange(seqlens.numel(), device=seqlens.device), seqlens)
+    pos = torch.arange(seq.numel(), device=seqlens.device) - cu[seq]
+    return Packing(cu, max_seqlen, seq, pos)
+
+
+def _byte_ids(symbols: torch.Tensor, packing: Packing, prefix: int) -> torch.Tensor:
+    """Each packed row's symbol id (rows of the prefix slots get a placeholder, 0: overwritten later)."""
+    col = (packing.pos - prefix).clamp(min=0)
+    return torch.where(packing.pos >= prefix, symbols[packing.seq, col], 0)
+
+
+def _slot_rows(packing: Packing, prefix: int) -> torch.Tensor:
+    """[n*prefix] packed rows of every sequence's prefix slots, sequence-major."""
+    return (packing.starts.unsqueeze(1) + torch.arange(prefix, device=packing.seq.device)).flatten()
+
+
+def _latent_pool_packed(latent, h: torch.Tensor, packing: Packing) -> torch.Tensor:
+    """LatentPool on packed encoder states h [total, d]: one query per word -> [n, 1, d]."""
+    n, d, H = packing.cu_seqlens.numel() - 1, h.shape[-1], latent.n_heads
+    q = latent.q(latent.query).view(1, H, d // H).expand(n, H, d // H).contiguous()  # kernels want real rows
+    k, v = latent.kv(h).view(-1, 2, H, d // H).unbind(1)
+    one_each = torch.arange(n + 1, device=h.device)
+    y = varlen_attention(q, k, v, one_each, 1, causal=False, cu_seqlens_k=packing.cu_seqlens,
+                         max_seqlen_k=packing.max_seqlen)
+    return latent.norm(latent.out(y.reshape(n, 1, d)))
+
+
+def encode_words_packed(model, symbols: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """symbols [n, L] (PAD past each length), lens [n] all >= 1 -> word vectors [n, p, d_model]."""
+    L, p = symbols.shape[1], model.p
+    if model.cfg.pooling == "cls":
+        packing = pack(lens + p, p + L)
+        x = model.enc_emb(_byte_ids(symbols, packing, p))
+        slots = model.pool_emb.to(x.dtype).expand(lens.numel(), -1, -1).reshape(-1, x.shape[-1])
+        x = x.index_copy(0, _slot_rows(packing, p), slots)
+        h = model.encoder.forward_packed(x, packing.pos, packing.cu_seqlens, packing.max_seqlen, causal=False)
+        h = h[_slot_rows(packing, p)].view(lens.numel(), p, -1)
+    else:
+        packing = pack(lens, L)
+        x = model.enc_emb(_byte_ids(symbols, packing, 0))
+        h = model.encoder.forward_packed(x, packing.pos, packing.cu_seqlens, packing.max_seqlen, causal=False)
+        h = _latent_pool_packed(model.latent, h, packing)
+    return model.enc_to_word(h)
+
+
+def decode_loss_packed(model, ctx: torch.Tensor, symbols: torch.Tensor, lens: torch.Tensor,
+                       eow: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced decoding of n words from their contexts ctx [n, p, d_model]; symbols [n, L],
+    lens [n] all >= 1. Returns (summed fp32 NLL over every symbol and end-of-word, hits [n] bool: the
+    constrained argmax got every one of them right)."""
+    n, L = symbols.shape
+    p = model.p
+    packing = pack(lens + p, p + L)
+    x = model.dec_emb(_byte_ids(symbols, packing, p))
+    x = x.index_copy(0, _slot_rows(packing, p), model.word_to_dec(ctx).to(x.dtype).reshape(n * p, -1))
+    h = model.decoder.forward_packed(x, packing.pos, packing.cu_seqlens, packing.max_seqlen, causal=True)
+    # slot p-1 predicts the first byte, ..., the last byte predicts end-of-word: lens+1 outputs per word
+    out = pack(lens + 1, L + 1)
+    logits = model.head(h[packing.starts[out.seq] + p - 1 + out.pos])
+    symbols = F.pad(symbols, (0, 1))
+    targets = torch.where(out.pos < lens[out.seq], symbols[out.seq, out.pos], eow)
+    nll_sum = cross_entropy_sum(logits, targets)
+    pred = logits.detach().masked_fill(model._banned[out.pos], float("-inf")).argmax(-1)
+    misses = torch.zeros(n, dtype=torch.long, device=symbols.device).index_add_(0, out.seq, (pred != targets).long())
+    return nll_sum, misses == 0
