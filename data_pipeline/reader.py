@@ -1,7 +1,11 @@
 """Read prepared shards back with mosaicml-streaming, and rebuild the documents they hold."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -10,6 +14,32 @@ import numpy as np
 from streaming import StreamingDataset
 
 from data_pipeline.shard_format import SPLITS
+
+
+@contextlib.contextmanager
+def streaming_prefix_lock():
+    """mosaicml-streaming claims a shared-memory prefix by scanning /dev/shm
+    and then creating the next free one, so two jobs starting together on one machine (a training run
+    and `wordpool eval`, parallel compare runs) can pick the same one and fail with FileExistsError
+    ("/000123_locals"). Each job's local leader holds a machine-wide file lock while its ranks claim
+    their prefix; the other ranks wait for their leader at a barrier. Collective when distributed, as
+    a StreamingDataset's construction already is."""
+    import torch.distributed as dist  # streaming imports torch anyway
+
+    distributed = dist.is_available() and dist.is_initialized()
+    handle = None
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        handle = open(Path(tempfile.gettempdir()) / "wordpool-streaming-prefix.lock", "w")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+        if distributed:
+            dist.barrier()
+        yield
+        if distributed:
+            dist.barrier()
+    finally:
+        if handle is not None:
+            handle.close()  # releases the lock
 
 
 def dataset_dirs(root: str | Path, split: str) -> list[Path]:
@@ -26,7 +56,8 @@ def iter_samples(dataset_dir: str | Path) -> Iterator[dict]:
         raise FileNotFoundError(f"no index.json in {dataset_dir}: not a finished prepare output")
     if not json.loads(index.read_text())["shards"]:
         return  # an empty split (e.g. no document drew val) is valid; StreamingDataset refuses it
-    dataset = StreamingDataset(local=str(dataset_dir), shuffle=False, batch_size=1)
+    with streaming_prefix_lock():
+        dataset = StreamingDataset(local=str(dataset_dir), shuffle=False, batch_size=1)
     for i in range(dataset.num_samples):
         yield dataset[i]
 

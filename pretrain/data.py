@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from streaming import StreamingDataLoader, StreamingDataset
 
+from data_pipeline.reader import streaming_prefix_lock
 from pretrain.model import EOD, PAD
 from pretrain.token_lm import PAD_TOKEN
 
@@ -127,10 +128,12 @@ class LoaderPosition:
 
 def make_loader(split_dir: str, encode: Callable[[dict], dict], micro_batch_size: int, shuffle: bool, seed: int,
                 num_canonical_nodes: int, num_workers: int, drop_last: bool) -> tuple[Shards, StreamingDataLoader]:
+    """Collective when distributed (see streaming_prefix_lock)."""
     if not (Path(split_dir) / "index.json").is_file():
         raise FileNotFoundError(f"no shards in {split_dir} (index.json missing)")
-    dataset = Shards(split_dir, encode, shuffle=shuffle, shuffle_seed=seed, batch_size=micro_batch_size,
-                     num_canonical_nodes=num_canonical_nodes)
+    with streaming_prefix_lock():
+        dataset = Shards(split_dir, encode, shuffle=shuffle, shuffle_seed=seed, batch_size=micro_batch_size,
+                         num_canonical_nodes=num_canonical_nodes)
     loader = StreamingDataLoader(dataset, batch_size=micro_batch_size, num_workers=num_workers,
                                  drop_last=drop_last, persistent_workers=False)
     return dataset, loader

@@ -154,3 +154,17 @@ def test_ranks_die_with_a_sigkilled_launcher(shards, tmp_path):
     while ranks_alive() and time.time() < deadline:
         time.sleep(0.5)
     assert not ranks_alive()
+
+
+def test_jobs_starting_together_claim_distinct_streaming_prefixes(shards, tmp_path):
+    """Streaming picks its shared-memory prefix by scanning then creating; concurrent jobs on one machine
+    used to collide (FileExistsError '/000123_locals'). Four evaluations start at once: all must work."""
+    script = ("import sys; from pretrain.data import make_loader, sample_encoder; "
+              "ds, loader = make_loader(sys.argv[1] + '/val', sample_encoder(sys.argv[1]), 2, False, 0, 1, 0, False); "
+              "print(sum(1 for _ in loader))")
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(shards)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert int(out.strip().splitlines()[-1]) > 0
