@@ -236,8 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="runs/bench-train", help="where the three tokenizations are prepared")
     p.add_argument("--steps", type=int, default=10, help="timed optimizer steps per model (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    p.add_argument("--models", default="word_pooled,word_pooled_padded,bpe,bytes",
-                   help="comma-separated, from word_pooled, word_pooled_padded, bpe, bytes")
+    p.add_argument("--models", default="word_pooled,word_pooled_packed,word_pooled_padded,bpe,bytes",
+                   help="comma-separated, from word_pooled (model.layout), word_pooled_packed, word_pooled_padded, "
+                        "bpe, bytes")
     p.add_argument("--peak-flops", type=float, help="peak FLOP/s of the device, for MFU (default: train.peak_flops)")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     p.set_defaults(func=cmd_bench_train)

@@ -79,9 +79,10 @@ def test_bench_train_reports_three_models(corpora, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
     rows = {r["model"]: r for r in result["rows"]}
-    assert set(rows) == {"word_pooled", "word_pooled_padded", "bpe", "bytes"}
+    assert set(rows) == {"word_pooled", "word_pooled_packed", "word_pooled_padded", "bpe", "bytes"}
     for r in rows.values():
         assert r["text_bytes_per_s"] > 0 and r["tokens_per_s"] > 0 and r["flops_per_s"] > 0 and 0 < r["mfu"] < 1
     assert rows["word_pooled"]["params"] == rows["word_pooled_padded"]["params"]
-    assert set(result["ratios"]) == {"word_pooled/bpe", "word_pooled/bytes", "bucketed/padded"}
+    layout = "packed" if "CPU" not in result["device"] else "bucketed"  # model.layout=auto
+    assert set(result["ratios"]) == {"word_pooled/bpe", "word_pooled/bytes", f"{layout}/padded", "packed/padded"}
     assert "word_pooled/bpe text bytes/s" in proc.stdout
