@@ -67,15 +67,21 @@ def test_baseline_refuses_shards_of_another_tokenizer(token_shards, tmp_path):
     assert "model.kind=bpe trains on data.tokenizer=bpe" in proc.stderr
 
 
-def test_bench_train_reports_three_models(corpora, tmp_path):
+def test_bench_train_reports_three_models(ray_cluster, corpora, tmp_path):
+    from launcher.config import load_config
+    from pretrain.bench_train import prepare_data
+
     slice_file = tmp_path / "slice.txt"
     slice_file.write_bytes((corpora / "tinyshakespeare.txt").read_bytes()[:60_000])
+    settings = ["data.words_per_sample=32", "data.bpe_vocab_size=300", "data.max_word_bytes=16",
+                "model.max_word_bytes=16", *BACKBONE[:3], "model.encoder.d_model=16", "model.decoder.d_model=16",
+                "train.micro_batch_size=2"]
+    # prepared here on the session's Ray cluster: the command then finds every unit done and starts no Ray
+    prepare_data(load_config(None, settings), [str(slice_file)], tmp_path / "work")
     out = tmp_path / "bench.json"
     proc = wordpool("bench", "train", "--input", str(slice_file), "--work-dir", str(tmp_path / "work"),
-                    "--steps", "1", "--warmup", "1", "--json", str(out), "--peak-flops", "1e12",
-                    "data.words_per_sample=32", "data.bpe_vocab_size=300", "data.max_word_bytes=16",
-                    "model.max_word_bytes=16", *BACKBONE[:3], "model.encoder.d_model=16", "model.decoder.d_model=16",
-                    "train.micro_batch_size=2", timeout=400)
+                    "--steps", "1", "--warmup", "1", "--json", str(out), "--peak-flops", "1e12", *settings,
+                    timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
     rows = {r["model"]: r for r in result["rows"]}
