@@ -8,8 +8,8 @@ the clock starts (this measures the model, not the loader); the first `warmup` s
 Figures per model: text bytes/s, words/s (the splitter's words of the text trained on), tokens/s
 (backbone positions: words or tokens), step time, peak memory, model FLOP/s (pretrain.flops: useful
 FLOPs, padding excluded) and MFU when a peak is given, plus the ratios word-pooled / BPE and / bytes.
-Word-pooled variants: `word_pooled` runs the config's model.layout (`auto`: packed on CUDA, bucketed on
-CPU); `word_pooled_packed` and `word_pooled_padded` force a layout, and the speed-up of each layout
+Word-pooled variants: `word_pooled` runs the config's model.layout (packed by default);
+`word_pooled_packed` and `word_pooled_padded` force a layout, and the speed-up of each layout
 over padded is printed under its name (e.g. packed/padded).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from launcher.config import WordpoolConfig
 MODELS = ("word_pooled", "word_pooled_packed", "word_pooled_padded", "bpe", "bytes")
 TOKENIZER = {"word_pooled": "words", "word_pooled_packed": "words", "word_pooled_padded": "words", "bpe": "bpe",
              "bytes": "bytes"}
-# word-pooled variants that force a layout (word_pooled itself runs the config's, `auto` by default)
+# word-pooled variants that force a layout (word_pooled itself runs the config's, packed by default)
 FORCED_LAYOUT = {"word_pooled_packed": "packed", "word_pooled_padded": "padded"}
 
 

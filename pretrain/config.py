@@ -35,12 +35,11 @@ class ModelConfig(Strict):
         "cls", description="cls: pool_tokens learned slots per word (Learn Your Tokens); latent: a learned query "
                            "cross-attends to the word's bytes (HAT)")
     pool_tokens: int = Field(1, ge=1, le=4, description="cls pooling: backbone positions per word")
-    layout: Literal["auto", "packed", "bucketed", "padded"] = Field(
-        "auto", description="how the per-word encoder/decoder run. packed: the batch's words packed flat, no "
-                            "padding, varlen attention (ops.varlen_attention); bucketed: words grouped by length "
-                            "into power-of-two widths; padded: every word padded to max_word_bytes (reference); "
-                            "auto: packed on CUDA (flash varlen kernels); bucketed on CPU, where packed measured no faster "
-                            "(its CPU attention is the pad-and-mask reference)")
+    layout: Literal["packed", "bucketed", "padded"] = Field(
+        "packed", description="how the per-word encoder/decoder run. packed: the batch's words packed flat, no "
+                              "padding, varlen attention (ops.varlen_attention; flash varlen kernels on CUDA); "
+                              "bucketed: words grouped by length into power-of-two widths; padded: every word "
+                              "padded to max_word_bytes (the reference)")
     vocab_size: int | None = Field(None, ge=2, description="bytes/bpe baselines: filled in from the shards")
     max_word_bytes: int = Field(32, ge=4, description="must equal the shards' data.max_word_bytes")
     max_words: int = Field(256, ge=2, description="longest word sequence (RoPE cache)")

@@ -52,10 +52,10 @@ def banned_symbols(L: int, device=None) -> torch.Tensor:
 
 
 def resolve_layout(layout: str, on_cuda: bool) -> str:
-    """model.layout with `auto` resolved: packed on CUDA (varlen kernels), bucketed elsewhere."""
-    if layout != "auto":
-        return layout
-    return "packed" if on_cuda else "bucketed"
+    """The layout a batch runs with. One rule for every device today (packed was fastest on CPU too:
+    `wordpool bench train`, configs/bench/README.md); kept as the one place a per-device choice would go."""
+    del on_cuda
+    return layout
 
 
 def bucket_widths(L: int) -> list[int]:

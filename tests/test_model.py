@@ -228,7 +228,7 @@ def test_fast_layouts_equal_padded(variant, layout):
 @pytest.mark.parametrize("variant", VARIANTS, ids=["cls1", "cls3", "latent"])
 def test_packed_fast_path_on_cuda_equals_padded(variant):
     batch = [t.cuda() for t in random_batch()]
-    fast, ref = make_model(layout="auto", **variant).cuda(), make_model(layout="padded", **variant).cuda()
+    fast, ref = make_model(layout="packed", **variant).cuda(), make_model(layout="padded", **variant).cuda()
     assert fast.layout_for(batch[0]) == "packed"
     a, b = fast(*batch, details=True), ref(*batch, details=True)
     torch.testing.assert_close(a["nll_sum"], b["nll_sum"], atol=1e-3, rtol=1e-4)
@@ -239,11 +239,8 @@ def test_packed_fast_path_on_cuda_equals_padded(variant):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=name)
 
 
-def test_auto_layout_is_packed_on_cuda_bucketed_elsewhere():
-    from pretrain.model import resolve_layout
-
-    assert make_model().cfg.layout == "auto" and make_model().layout_for(torch.zeros(1)) == "bucketed"
-    assert resolve_layout("auto", on_cuda=True) == "packed" and resolve_layout("padded", on_cuda=True) == "padded"
+def test_default_layout_is_packed():
+    assert make_model().cfg.layout == "packed" and make_model().layout_for(torch.zeros(1)) == "packed"
 
 
 @pytest.mark.parametrize("variant", VARIANTS[1:], ids=["cls3", "latent"])
@@ -274,7 +271,7 @@ def test_cached_generation_equals_uncached(variant):
 def test_word_scorer_counts_hand_made_predictions(monkeypatch):
     """Predictions are forced: exact for every word except those holding b"x" (one wrong byte) and those
     holding b"Z" (the model runs on instead of ending the word). Counts must follow exactly."""
-    model = make_model()
+    model = make_model(layout="bucketed")  # predictions forced through _decode_rows; packed = bucketed is tested
     samples = [[b"The", b" xylo", b" Zeta", None, b"Fox", b" jumps", b" Zed", b" x"],
                [b"a", b" bb", b" ccc", b" dddd", None, b"e"]]
     words, lens, text = batch_from(samples)
