@@ -25,55 +25,55 @@ def _words_in_bucket(model: dict, bucket: str) -> str:
     return ", ".join(f"{c:,.0f}" for c in sorted(c for c in counts if c is not None)) or "-"
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table: the header, its separator, one line per row."""
+    return ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def results_table(results: dict) -> list[str]:
-    lines = ["| model | params | steps | train FLOPs | train text bytes | best LR | val bits/byte | next-word acc | "
-             + " | ".join(f"acc, freq {b}" for b in BUCKETS) + " | train text bytes/s |",
-             "|---" * (9 + len(BUCKETS)) + "|"]
+    header = (["model", "params", "steps", "train FLOPs", "train text bytes", "best LR", "val bits/byte",
+               "next-word acc"] + [f"acc, freq {b}" for b in BUCKETS] + ["train text bytes/s"])
+    rows = []
     for kind, m in results["models"].items():
         s = m["summary"]
         text_bytes = sum(r["train_text_bytes"] for r in m["runs"]) / len(m["runs"])
-        lines.append(f"| {MODEL_NAMES[kind]} | {m['params']:,} | {m['steps']:,} | {s['train_flops']['mean']:.3g} | "
-                     f"{text_bytes:,.0f} | "
-                     f"{m['best_lr']:g} | {_pm(s['val_bpb'])} | {_pm(s['val_word_acc'])} | "
-                     + " | ".join(_pm(s[f"val_word_acc_freq_{b}"]) for b in BUCKETS)
-                     + f" | {_pm(s['bytes_per_s'], 0)} |")
-    return lines
+        rows.append([MODEL_NAMES[kind], f"{m['params']:,}", f"{m['steps']:,}", f"{s['train_flops']['mean']:.3g}",
+                     f"{text_bytes:,.0f}", f"{m['best_lr']:g}", _pm(s["val_bpb"]), _pm(s["val_word_acc"])]
+                    + [_pm(s[f"val_word_acc_freq_{b}"]) for b in BUCKETS] + [_pm(s["bytes_per_s"], 0)])
+    return _table(header, rows)
 
 
 def sweep_table(results: dict) -> list[str]:
-    lines = ["| model | LR | val bits/byte (seed 0) | next-word acc (seed 0) | chosen |", "|---|---|---|---|---|"]
-    for kind, m in results["models"].items():
-        for row in m["sweep"]:
-            chosen = "yes" if row["lr"] == m["best_lr"] else ""
-            lines.append(f"| {MODEL_NAMES[kind]} | {row['lr']:g} | {row['val_bpb']:.4f} | "
-                         f"{row['val_word_acc']:.4f} | {chosen} |")
-    return lines
+    rows = [[MODEL_NAMES[kind], f"{row['lr']:g}", f"{row['val_bpb']:.4f}", f"{row['val_word_acc']:.4f}",
+             "yes" if row["lr"] == m["best_lr"] else ""]
+            for kind, m in results["models"].items() for row in m["sweep"]]
+    return _table(["model", "LR", "val bits/byte (seed 0)", "next-word acc (seed 0)", "chosen"], rows)
 
 
 def data_table(results: dict) -> list[str]:
-    lines = ["| tokenization | documents (train / val) | words | tokens | text bytes | bytes/word | bytes/token | "
-             "symbols per sample |", "|---|---|---|---|---|---|---|---|"]
     per_sample = {"words": results["models"]["word_pooled"]["symbols_per_sample"],
                   "bytes": results["models"]["bytes"]["symbols_per_sample"],
                   "bpe": results["models"]["bpe"]["symbols_per_sample"]}
+    rows = []
     for tok, d in results["data"].items():
         tokens = f"{d['tokens']:,}" if d.get("tokens") else "-"
         per_token = f"{d['bytes_per_token']:.3f}" if d.get("tokens") else "-"
-        lines.append(f"| {tok} | {d['train_documents']:,} / {d['val_documents']:,} | {d['words']:,} | {tokens} | "
-                     f"{d['bytes']:,} | {d['bytes_per_word']:.3f} | {per_token} | {per_sample[tok]} |")
-    return lines
+        rows.append([tok, f"{d['train_documents']:,} / {d['val_documents']:,}", f"{d['words']:,}", tokens,
+                     f"{d['bytes']:,}", f"{d['bytes_per_word']:.3f}", per_token, f"{per_sample[tok]}"])
+    return _table(["tokenization", "documents (train / val)", "words", "tokens", "text bytes", "bytes/word",
+                   "bytes/token", "symbols per sample"], rows)
 
 
 def per_seed_table(results: dict) -> list[str]:
-    lines = ["| model | seed | LR | val bits/byte | next-word acc | val words | train FLOPs | text bytes/s | "
-             "wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for kind, m in results["models"].items():
         for r in m["runs"]:
             wall = f"{r['train_wall_seconds']:.0f}" if r.get("train_wall_seconds") else "-"
-            lines.append(f"| {MODEL_NAMES[kind]} | {r['seed']} | {r['lr']:g} | {r['val_bpb']:.4f} | "
-                         f"{r['val_word_acc']:.4f} | {r['val_words']:,.0f} | {r['train_flops']:.3g} | "
-                         f"{r['bytes_per_s']:,.0f} | {wall} |")
-    return lines
+            rows.append([MODEL_NAMES[kind], f"{r['seed']}", f"{r['lr']:g}", f"{r['val_bpb']:.4f}",
+                         f"{r['val_word_acc']:.4f}", f"{r['val_words']:,.0f}", f"{r['train_flops']:.3g}",
+                         f"{r['bytes_per_s']:,.0f}", wall])
+    return _table(["model", "seed", "LR", "val bits/byte", "next-word acc", "val words", "train FLOPs",
+                   "text bytes/s", "wall s"], rows)
 
 
 def plot_curves(results: dict, path: Path) -> None:

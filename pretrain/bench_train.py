@@ -183,10 +183,8 @@ def run_bench(cfg: WordpoolConfig, inputs: list[str], work_dir: Path, steps: int
     for base in ("bpe", "bytes"):
         if "word_pooled" in by_name and base in by_name:
             ratios[f"word_pooled/{base}"] = by_name["word_pooled"].text_bytes_per_s / by_name[base].text_bytes_per_s
-    from pretrain.model import resolve_layout
-
-    # layout speed-ups, named by the layout each model actually ran (word_pooled: the config's, resolved)
-    layouts = {"word_pooled": resolve_layout(cfg.model.layout, torch.cuda.is_available()),
+    # layout speed-ups, named by the layout each model actually ran (word_pooled: the config's)
+    layouts = {"word_pooled": cfg.model.layout,
                "word_pooled_packed": "packed"}
     padded = by_name.get("word_pooled_padded")
     for model, layout in layouts.items():

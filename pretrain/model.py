@@ -37,7 +37,7 @@ from pretrain.packed import decode_loss_packed, encode_words_packed
 PAD, EOW, EOD, POOL = 256, 257, 258, 259  # POOL: kept out of the vocabulary's use, banned in output
 VOCAB = 260
 
-__all__ = ["PAD", "EOW", "EOD", "POOL", "VOCAB", "banned_symbols", "WordPooledLM", "bucket_widths", "resolve_layout"]
+__all__ = ["PAD", "EOW", "EOD", "POOL", "VOCAB", "banned_symbols", "WordPooledLM", "bucket_widths"]
 
 
 def banned_symbols(L: int, device=None) -> torch.Tensor:
@@ -49,13 +49,6 @@ def banned_symbols(L: int, device=None) -> torch.Tensor:
     ban[0, EOW] = True
     ban[1:, EOD] = True
     return ban
-
-
-def resolve_layout(layout: str, on_cuda: bool) -> str:
-    """The layout a batch runs with. One rule for every device today (packed was fastest on CPU too:
-    `wordpool bench train`, configs/bench/README.md); kept as the one place a per-device choice would go."""
-    del on_cuda
-    return layout
 
 
 def bucket_widths(L: int) -> list[int]:
@@ -131,8 +124,8 @@ class WordPooledLM(nn.Module):
         return flops.word_pooled(self, word_lens)
 
     def layout_for(self, x: torch.Tensor) -> str:
-        """The layout a batch on x's device runs with (model.layout, `auto` resolved)."""
-        return resolve_layout(self.cfg.layout, x.is_cuda)
+        """The layout a batch runs with: model.layout (the same on every device today)."""
+        return self.cfg.layout
 
     # ---- the three stages, on rows of words --------------------------------------------------
     def _encode_rows(self, symbols: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
