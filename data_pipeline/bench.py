@@ -15,7 +15,6 @@ Targets: segmentation ≥ 3× BPE per core, 2 workers ≥ 1.7× one worker.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -205,7 +204,6 @@ def measure_ray_job(parts: list[str], settings: BenchSettings, workdir: Path) ->
     if ray.is_initialized():
         raise RuntimeError("Ray is already initialized in this process: the bench starts its own clusters")
     _quiet_logs()
-    reports_units = "on_unit" in inspect.signature(run_prepare).parameters
     part_bytes = sum(os.path.getsize(p) for p in parts)
     results: dict[str, Any] = {}
     runs = 0
@@ -219,10 +217,7 @@ def measure_ray_job(parts: list[str], settings: BenchSettings, workdir: Path) ->
                          split_digits=settings.split_digits)
         unit_done: list[float] = []
         start = time.perf_counter()
-        if reports_units:
-            run_prepare(cfg, on_unit=lambda summary, elapsed: unit_done.append(time.perf_counter() - start))
-        else:
-            run_prepare(cfg)
+        run_prepare(cfg, on_unit=lambda summary, elapsed: unit_done.append(time.perf_counter() - start))
         return time.perf_counter() - start, max(unit_done, default=None)
 
     for workers in settings.workers:

@@ -70,15 +70,21 @@ def _segment_items(sample: dict, first: int, n: int) -> Any:
     return np.asarray(sample["tokens"][first : first + n])
 
 
-def _to_bytes(pieces: list[Any], root: Path) -> bytes:
+def _to_bytes(pieces: list[Any], tokenizer) -> bytes:
     if isinstance(pieces[0], bytes):
         return b"".join(pieces)
     tokens = np.concatenate(pieces)
     if tokens.dtype == np.uint16:  # bytes tokenization
         return tokens.astype(np.uint8).tobytes()
+    return tokenizer.decode(tokens.tolist(), skip_special_tokens=False).encode("utf-8")
+
+
+def _bpe_tokenizer(root: Path):
+    """The shards' BPE tokenizer, read once (None for words/bytes shards)."""
     from data_pipeline.bpe import TOKENIZER_FILE, load_bpe
 
-    return load_bpe((root / TOKENIZER_FILE).read_text()).decode(tokens.tolist(), skip_special_tokens=False).encode("utf-8")
+    path = root / TOKENIZER_FILE
+    return load_bpe(path.read_text()) if path.is_file() else None
 
 
 def rebuild_documents(root: str | Path, splits=SPLITS) -> dict[tuple[str, int], tuple[int, bytes]]:
@@ -94,11 +100,12 @@ def rebuild_documents(root: str | Path, splits=SPLITS) -> dict[tuple[str, int], 
                     offsets[(source, ordinal)] = offset
                     parts[(source, ordinal)].append((part, _segment_items(sample, first, n_items), ends))
     documents = {}
+    tokenizer = _bpe_tokenizer(root)
     for key, pieces in parts.items():
         pieces.sort(key=lambda p: p[0])
         if [p for p, _, _ in pieces] != list(range(len(pieces))) or not pieces[-1][2]:
             raise ValueError(f"document {key} is incomplete in the shards")
-        documents[key] = (offsets[key], _to_bytes([items for _, items, _ in pieces], root))
+        documents[key] = (offsets[key], _to_bytes([items for _, items, _ in pieces], tokenizer))
     return documents
 
 

@@ -15,6 +15,7 @@ left-aligned so only the last piece grows; a digit run regroups from the right a
 """
 from __future__ import annotations
 
+import functools
 import re
 from array import array
 from dataclasses import dataclass
@@ -152,11 +153,19 @@ class SegmentedBatch:
         """Index one past each document's last word (int64, one per document)."""
         return np.cumsum(self.word_counts, dtype=np.int64)
 
+    @functools.cached_property
+    def _byte_ends(self) -> np.ndarray:
+        return np.cumsum(self.lengths, dtype=np.int64)
+
+    @functools.cached_property
+    def _word_ends(self) -> np.ndarray:
+        return self.word_ends()
+
     def document(self, i: int) -> Segmented:
-        """Document i alone, as `segment()` returns it (tests and the benchmark compare the two)."""
-        ends = self.word_ends()
+        """Document i alone, as `segment()` returns it (the tests compare the two)."""
+        ends = self._word_ends
         first, last = int(ends[i] - self.word_counts[i]), int(ends[i])
-        byte_ends = np.cumsum(self.lengths, dtype=np.int64)
+        byte_ends = self._byte_ends
         start = int(byte_ends[first - 1]) if first else 0
         stop = int(byte_ends[last - 1]) if last else 0
         return Segmented(data=self.data[start:stop], lengths=self.lengths[first:last].copy(),

@@ -40,10 +40,6 @@ class DocItems:
         self.n = n if n is not None else len(tokens) if tokens is not None else len(word_lens)
 
     @classmethod
-    def from_words(cls, data: bytes, lengths: np.ndarray) -> "DocItems":
-        return cls(data=data, word_lens=np.append(lengths.astype(np.uint32), np.uint32(EOD_LEN)))
-
-    @classmethod
     def from_tokens(cls, tokens: np.ndarray, eod: int) -> "DocItems":
         return cls(tokens=np.append(tokens, np.array([eod], dtype=tokens.dtype)))
 
