@@ -182,28 +182,6 @@ def _cli(args: list[str], log: Path, env: dict[str, str]) -> None:
 
 
 _EVAL_LOCK = threading.Lock()
-_START_LOCK = threading.Lock()
-TRAIN_ATTEMPTS = 3
-START_GAP_S = 5.0
-
-
-def _train_with_retries(run: Run, cfg: CompareConfig, saved: Path, log: Path, env: dict[str, str], say) -> None:
-    """`wordpool train`, resumed up to TRAIN_ATTEMPTS times: runs started together can collide in
-    mosaicml-streaming's choice of a /dev/shm prefix ("File exists: /000339_locals"), a start-up race
-    that a second start does not meet. Starts are also spaced by START_GAP_S to make it rare."""
-    for attempt in range(1, TRAIN_ATTEMPTS + 1):
-        with _START_LOCK:
-            time.sleep(START_GAP_S if cfg.parallel > 1 else 0.0)
-        train_env = _single_rank_env(env) if cfg.nproc == 1 else env
-        try:
-            _cli(["train", "--config", str(saved), "--nproc", str(cfg.nproc), "--resume", "auto"], log, train_env)
-            return
-        except RuntimeError as exc:
-            if attempt == TRAIN_ATTEMPTS:
-                raise
-            say(f"{run.label}: attempt {attempt} failed ({exc}); resuming")
-
-
 def execute(run: Run, cfg: CompareConfig, env: dict[str, str], say) -> dict:
     """Train (or resume) and evaluate one run; returns its final eval record. Skips what is done."""
     done = run.run_dir / FINAL_EVAL
@@ -220,7 +198,8 @@ def execute(run: Run, cfg: CompareConfig, env: dict[str, str], say) -> dict:
     start = time.perf_counter()
     if _final_checkpoint(run) is None:
         say(f"train: {run.label}, {run.steps} steps")
-        _train_with_retries(run, cfg, saved, log, env, say)
+        _cli(["train", "--config", str(saved), "--nproc", str(cfg.nproc), "--resume", "auto"], log,
+             _single_rank_env(env) if cfg.nproc == 1 else env)
     train_seconds = time.perf_counter() - start
     checkpoint = _final_checkpoint(run)
     if checkpoint is None:

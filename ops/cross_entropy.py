@@ -12,6 +12,8 @@ its logsumexp) and once in the backward, which writes the gradient directly.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -65,6 +67,7 @@ def cross_entropy_sum_triton(logits: torch.Tensor, targets: torch.Tensor, ignore
     return _TritonCrossEntropySum.apply(logits, targets, ignore_index)
 
 
+@functools.cache  # a failed import is not cached by Python: ask once per process
 def _triton_available() -> bool:
     try:
         import triton  # noqa: F401

@@ -19,6 +19,7 @@ sequence to the longest one, SDPA with a key mask (and causal mask), unpad.
 """
 from __future__ import annotations
 
+import functools
 import torch
 import torch.nn.functional as F
 
@@ -75,6 +76,7 @@ def varlen_attention_jagged(q, k, v, cu_seqlens_q, max_seqlen_q: int, cu_seqlens
     return y.transpose(1, 2).values()
 
 
+@functools.cache  # a failed import is not cached by Python: ask once per process
 def _flash_attn_varlen():
     try:
         from flash_attn import flash_attn_varlen_func

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
+from ops import cross_entropy_sum
 from pretrain import flops
 from pretrain.config import ModelConfig
 from pretrain.layers import KVCache, Stack, init_weights
@@ -47,7 +47,7 @@ class TokenLM(nn.Module):
         valid = tokens != PAD_TOKEN
         logits = self.head(self.backbone(self.emb(tokens[:, :-1].clamp(min=0)), causal=True))
         tgt = tokens[:, 1:].masked_fill(~valid[:, 1:], -100)
-        nll_sum = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=-100, reduction="sum")
+        nll_sum = cross_entropy_sum(logits.flatten(0, 1), tgt.flatten())  # fp32 inside; fused kernel on CUDA
         n_symbols = valid[:, 1:].sum().float()
         zero = torch.zeros((), dtype=torch.float32, device=tokens.device)
         out = {

@@ -90,6 +90,7 @@ def _utf8_with_byte(b: int) -> str | None:
     return None
 
 
+@lru_cache(maxsize=1)  # fixed by the tokenizers library; callers only read it
 def byte_level_char_map() -> dict[str, int]:
     """ByteLevel's unicode char -> byte, read off the `tokenizers` pre-tokenizer itself (one char per byte)."""
     from tokenizers import pre_tokenizers
@@ -113,6 +114,7 @@ def byte_level_char_map() -> dict[str, int]:
     return byte_of
 
 
+@lru_cache(maxsize=4)  # built once per tokenizer (trainer, loader and scorer all ask); callers only read it
 def bpe_byte_table(tokenizer_json: str) -> list[bytes | None]:
     """id -> bytes for a byte-level BPE (data_pipeline.bpe); its special tokens (end of document) -> None."""
     from data_pipeline.bpe import load_bpe
