@@ -12,7 +12,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from data_pipeline.config import DataConfig, Strict, UserError
-from pretrain.config import ModelConfig, TrainConfig, WandbConfig
+from pretrain.config import EvalHookConfig, FaultConfig, ModelConfig, TrainConfig, WandbConfig
 
 
 class WordpoolConfig(Strict):
@@ -20,6 +20,10 @@ class WordpoolConfig(Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
+    fault: FaultConfig = Field(default_factory=FaultConfig)
+    evals: list[EvalHookConfig] | None = Field(
+        None, description="scheduled evaluations; default: val_bpb, word_acc and rare_word_acc every "
+                          "train.eval_every steps and at the end")
 
 
 class ConfigError(UserError):

@@ -58,7 +58,10 @@ class TrainConfig(Strict):
     run_dir: str = Field("runs/default", description="checkpoints, metrics.jsonl, wandb")
     steps: int = Field(200, ge=1, description="optimizer steps")
     micro_batch_size: int = Field(8, ge=1, description="samples per rank per micro-step")
-    grad_accum: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step (ignored if global_batch_size is set)")
+    global_batch_size: int | None = Field(
+        None, ge=1, description="samples per optimizer step over all ranks; grad_accum is derived from it and the "
+                                "world size, so a run can resume on fewer or more processes with the same batch")
     lr: float = Field(3e-3, gt=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(20, ge=0)
@@ -71,6 +74,10 @@ class TrainConfig(Strict):
     shuffle: bool = True
     num_canonical_nodes: int = Field(1, ge=1, description="fixed so data order is the same at any world size")
     checkpoint_every: int = Field(50, ge=1)
+    keep_last: int = Field(3, ge=1, description="checkpoints kept; older ones are deleted unless permanent")
+    keep_every: int | None = Field(None, ge=1, description="a checkpoint at every multiple of this step is permanent")
+    verify_checkpoints: Literal["sha256", "size", "none"] = Field(
+        "sha256", description="check a checkpoint's files against its manifest before resuming from it")
     eval_every: int = Field(100, ge=1)
     eval_batches: int = Field(20, ge=1, description="val micro-batches per evaluation")
     log_every: int = Field(1, ge=1)
@@ -84,3 +91,45 @@ class WandbConfig(Strict):
     project: str = "wordpool"
     entity: str | None = None
     name: str | None = None
+
+
+class FaultConfig(Strict):
+    """What the job does when something goes wrong (see docs/FAULT_TOLERANCE.md)."""
+
+    max_restarts: int = Field(3, ge=0, description="worker-group restarts from the newest checkpoint before the "
+                                                   "job stops (`wordpool launch`)")
+    skip_nonfinite: bool = Field(True, description="skip the update of a step whose loss or grad norm is inf/NaN")
+    outlier_sigma: float = Field(6.0, ge=0, description="skip a step whose loss or grad norm exceeds the recent "
+                                                       "mean by this many standard deviations; 0 disables")
+    outlier_window: int = Field(50, ge=5, description="recent steps the outlier test compares against")
+    outlier_min_history: int = Field(20, ge=3, description="steps seen before the outlier test starts")
+    max_consecutive_skips: int = Field(3, ge=1, description="then roll back to the newest checkpoint")
+    init_timeout_s: float = Field(900.0, gt=0, description="hang detection: the longest start-up or first steps")
+    step_timeout_s: float = Field(300.0, gt=0, description="hang detection: the longest step after the first ones")
+    timeout_after_steps: int = Field(2, ge=1, description="steps run under init_timeout_s before step_timeout_s")
+    io_timeout_s: float = Field(1800.0, gt=0, description="hang detection: the longest evaluation or checkpoint")
+
+
+class EvalHookConfig(Strict):
+    """One scheduled evaluation: what to compute, and when."""
+
+    kind: Literal["val_bpb", "word_acc", "rare_word_acc", "samples", "callable"] = Field(
+        description="val_bpb: validation loss and bits/byte; word_acc: next-word accuracy; rare_word_acc: accuracy "
+                    "by training frequency; samples: generated text; callable: `target`, a user function")
+    every_steps: int | None = Field(None, ge=1)
+    every_minutes: float | None = Field(None, gt=0)
+    on_checkpoint: bool = Field(False, description="run right after each checkpoint is saved")
+    target: str | None = Field(None, description="callable: 'package.module:function', called as fn(ctx) -> dict")
+    prompts: list[str] = Field(default_factory=lambda: ["The "], description="samples: prompts to continue")
+    max_words: int = Field(20, ge=1, description="samples: words generated per prompt")
+    max_batches: int | None = Field(None, ge=1, description="val micro-batches (default train.eval_batches)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.every_steps is None and self.every_minutes is None and not self.on_checkpoint:
+            raise ValueError("a schedule: every_steps, every_minutes or on_checkpoint")
+        if (self.kind == "callable") != (self.target is not None):
+            raise ValueError("target ('package.module:function') with kind callable, and only then")
+        if self.target is not None and (":" not in self.target or not all(self.target.split(":", 1))):
+            raise ValueError(f"target {self.target!r} in the form 'package.module:function'")
+        return self
