@@ -1,15 +1,21 @@
-"""Checkpoints that resume exactly.
+"""Checkpoints that resume exactly, and survive crashes, corruption and full disks.
 
 DeepSpeed saves the module, optimizer and LR schedule; it saves neither the data position nor RNG
-state, so both travel in `client_state` (global) and in one RNG file per rank. A checkpoint is
-*complete* only once every rank has written its part: rank 0 then writes `COMPLETE` in the tag
-folder and swaps the `latest` pointer atomically. A half-written checkpoint is never chosen.
+state, so both travel in `client_state` (global) and in one RNG file per rank.
+
+Publishing: every rank writes into `checkpoints/.tmp-step_N/`; once all are done, the ranks checksum
+the files (each a share) into MANIFEST.json, rank 0 writes COMPLETE and renames the folder to
+`step_N` (atomic), then moves the `latest` pointer. A crash at any moment leaves either the previous
+checkpoints only or the new one whole. On resume the newest checkpoint is checked against its
+manifest; a truncated or corrupted one is reported and the previous one is used.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +23,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-COMPLETE = "COMPLETE"
+from pretrain import checkpoint_files as files
+from pretrain.checkpoint_files import COMPLETE, atomic_write, published, tag_for  # noqa: F401 (re-exported)
+
 LATEST = "latest"
 CONFIG = "wordpool_config.json"
 
 
-def tag_for(step: int) -> str:
-    return f"step_{step:08d}"
+class CheckpointSaveError(RuntimeError):
+    """A save failed on some rank (e.g. disk full); the previous checkpoints are untouched."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -41,69 +49,166 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _any_rank(flag: bool) -> bool:
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t)
+    return t.item() > 0
 
 
-def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str, Any]) -> Path:
-    """Collective: every rank must call it. `state` is the trainer's (step, samples, data position)."""
-    tag = tag_for(step)
-    engine.save_checkpoint(str(root), tag=tag, client_state={"wordpool": state}, save_latest=False)
-    folder = root / tag
-    rank = dist.get_rank()
-    torch.save(rng_state(), folder / f"rng_rank{rank:05d}.pt")
-    if rank == 0:  # lets eval/generate/export rebuild the model without the run's YAML
-        _atomic_write(folder / CONFIG, json.dumps(config, indent=1))
-    dist.barrier()  # every rank's DeepSpeed files and RNG file are on disk
+def _fault_kill_in_save(step: int, rank: int) -> None:
+    """Test hook: SIGKILL this rank in the middle of writing checkpoint `step` (once per marker file)."""
+    spec = os.environ.get("WORDPOOL_FAULT_KILL_IN_SAVE")  # "STEP:RANK:MARKER_FILE"
+    if spec:
+        at, who, marker = spec.split(":", 2)
+        if int(at) == step and int(who) == rank and not Path(marker).exists():
+            Path(marker).write_text("fired")
+            os.kill(os.getpid(), 9)
+
+
+def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str, Any],
+         keep_last: int = 1 << 30, keep_every: int | None = None) -> Path:
+    """Collective: every rank must call it. `state` is the trainer's (step, samples, data position).
+    Raises CheckpointSaveError on every rank if any rank failed to write its part."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    tag, tmp_tag = tag_for(step), files.TMP_PREFIX + tag_for(step)
+    tmp, final = root / tmp_tag, root / tag
+    error: BaseException | None = None
     if rank == 0:
-        _atomic_write(folder / COMPLETE, json.dumps({"step": step, "world_size": dist.get_world_size()}))
-        _atomic_write(root / LATEST, tag)
+        root.mkdir(parents=True, exist_ok=True)
+        files.remove_tree(tmp)
     dist.barrier()
-    return folder
+    try:
+        engine.save_checkpoint(str(root), tag=tmp_tag, client_state={"wordpool": state}, save_latest=False)
+    except OSError as exc:  # disk full, quota, I/O error: the other ranks wait in DeepSpeed's last barrier
+        error = exc
+        dist.barrier()
+    if error is None:
+        try:
+            torch.save(rng_state(), tmp / f"rng_rank{rank:05d}.pt")
+            if rank == 0:  # lets eval/generate/export rebuild the model without the run's YAML
+                atomic_write(tmp / CONFIG, json.dumps(config, indent=1))
+            _fault_kill_in_save(step, rank)
+        except OSError as exc:
+            error = exc
+    failed = _any_rank(error is not None)
+    if not failed:  # every rank checksums a share of the files; rank 0 writes the manifest
+        try:
+            names = files.payload_files(tmp)
+            mine = files.describe_files(tmp, names[rank::world])
+        except OSError as exc:
+            error, mine = exc, {}
+        shares: list[dict] = [{} for _ in range(world)]
+        dist.all_gather_object(shares, mine)
+        failed = _any_rank(error is not None)
+    if not failed and rank == 0:
+        try:
+            manifest = {name: info for share in shares for name, info in share.items()}
+            files.write_manifest(tmp, step, world, manifest)
+            atomic_write(tmp / COMPLETE, json.dumps({"step": step, "world_size": world, "time": time.time()}))
+            if final.exists():  # saved again after a rollback: the newer one replaces it
+                files.remove_tree(final)
+            os.replace(tmp, final)
+            files.fsync_dir(root)
+            atomic_write(root / LATEST, tag)
+        except OSError as exc:
+            error = exc
+    failed = _any_rank(error is not None)
+    if failed:
+        if rank == 0:
+            files.remove_tree(tmp)  # frees the space the partial save took
+        reason = f"rank {rank}: {error}" if error else "another rank failed to write its part"
+        raise CheckpointSaveError(f"saving checkpoint step {step} failed ({reason}); the previous checkpoints "
+                                  f"are intact")
+    if rank == 0:
+        files.apply_retention(root, keep_last, keep_every)
+    dist.barrier()
+    return final
 
 
 def is_complete(folder: Path) -> bool:
-    return (folder / COMPLETE).is_file()
+    return (Path(folder) / COMPLETE).is_file()
 
 
 def find_latest(root: Path) -> Path | None:
-    """The newest complete checkpoint under `root`: the `latest` pointer if it names a complete one,
-    else the highest complete step folder."""
-    pointer = root / LATEST
-    if pointer.is_file():
-        folder = root / pointer.read_text().strip()
-        if is_complete(folder):
+    """The newest complete checkpoint under `root` (no verification; see select_for_resume)."""
+    found = published(root)
+    return found[-1] if found else None
+
+
+def verify(folder: Path, mode: str = "sha256", share: tuple[int, int] = (0, 1)) -> list[str]:
+    """Problems found checking `folder` against its manifest (this rank's `share` = (rank, world) of
+    the files). A checkpoint from before manifests existed has none to check."""
+    manifest = files.read_manifest(folder)
+    if manifest is None:
+        return []
+    names = sorted(manifest["files"])
+    return files.verify_files(folder, manifest, names[share[0]::share[1]], mode)
+
+
+def select_for_resume(root: Path, mode: str = "sha256", report=print) -> Path | None:
+    """Collective when torch.distributed is up: the newest checkpoint that passes verification, the
+    ranks sharing the checksum work. A bad one is reported (and a failure report written beside the
+    run) and the one before it is tried."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    for folder in reversed(published(root)):
+        problems = verify(folder, mode, (rank, world))
+        if distributed:
+            gathered: list[list[str]] = [[] for _ in range(world)]
+            dist.all_gather_object(gathered, problems)
+            problems = [p for share in gathered for p in share]
+        if not problems:
             return folder
-    complete = sorted(p for p in root.glob("step_*") if is_complete(p))
-    return complete[-1] if complete else None
+        if rank == 0:
+            message = (f"checkpoint {folder} failed verification ({'; '.join(problems[:5])}): "
+                       f"resuming from the one before it")
+            report(message)
+            write_failure(root.parent, "corrupt-checkpoint", {"checkpoint": str(folder), "problems": problems})
+    return None
 
 
-def resolve_resume(resume: str | None, root: Path) -> Path | None:
-    """`None`/"none" -> fresh start; "auto" -> newest complete (or fresh); a path -> that checkpoint."""
+def write_failure(run_dir: Path, kind: str, details: dict) -> None:
+    """A report in RUN_DIR/failures/ (best effort: the disk may be the thing that failed)."""
+    folder = run_dir / "failures"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json",
+                     json.dumps({"kind": kind, "time": time.time(), **details}, indent=1))
+    except OSError as exc:
+        print(f"warning: cannot write a {kind} report into {folder}: {exc}", file=sys.stderr, flush=True)
+
+
+def resolve_resume(resume: str | None, root: Path, verify_mode: str = "size") -> Path | None:
+    """`None`/"none" -> fresh start; "auto" -> newest complete one that verifies (or fresh); a path ->
+    that checkpoint, which must be complete and verify."""
     if resume in (None, "", "none"):
         return None
     if resume == "auto":
-        return find_latest(root)
+        return select_for_resume(root, verify_mode, report=lambda m: print(m, file=sys.stderr, flush=True))
     folder = Path(resume)
     if not folder.is_dir():
         raise FileNotFoundError(f"checkpoint not found: {folder}")
     if not is_complete(folder):
         raise ValueError(f"checkpoint {folder} is incomplete (no {COMPLETE} marker): a rank did not finish saving it")
+    problems = verify(folder, verify_mode)
+    if problems:
+        raise ValueError(f"checkpoint {folder} failed verification: {'; '.join(problems[:5])}")
     return folder
 
 
-def load(engine, folder: Path) -> dict[str, Any]:
-    """Collective. Restores module, optimizer, scheduler and this rank's RNG; returns client state."""
-    path, client_state = engine.load_checkpoint(str(folder.parent), tag=folder.name)
+def saved_world_size(folder: Path) -> int:
+    return json.loads((Path(folder) / COMPLETE).read_text()).get("world_size", 1)
+
+
+def load(engine, folder: Path, tag: str | None = None) -> dict[str, Any]:
+    """Collective. Restores module, optimizer, scheduler and this rank's RNG; returns client state.
+    `tag` names a sub-folder to load instead (the universal form of a checkpoint, see elastic.py)."""
+    path, client_state = engine.load_checkpoint(str(folder.parent if tag is None else folder),
+                                                tag=folder.name if tag is None else tag)
     if path is None:
         raise RuntimeError(f"DeepSpeed could not load checkpoint {folder}")
     rng_file = folder / f"rng_rank{dist.get_rank():05d}.pt"
-    if rng_file.is_file():
+    if rng_file.is_file() and saved_world_size(folder) == dist.get_world_size():
         set_rng_state(torch.load(rng_file, weights_only=False))
     return client_state["wordpool"]
 

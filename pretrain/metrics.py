@@ -55,8 +55,11 @@ class MetricsLogger:
 
     def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
         record = {"kind": kind, "step": step, "time": time.time(), **values}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a full disk must not kill training; the console line still goes out
+            print(f"warning: cannot append to {self.path}: {exc}", file=sys.stderr, flush=True)
         if self.wandb is not None:
             self.wandb.log({f"{kind}/{k}": v for k, v in values.items() if isinstance(v, (int, float))}, step=step)
         print(self._line(kind, step, values), file=sys.stdout, flush=True)
@@ -69,6 +72,10 @@ class MetricsLogger:
             return (f"{head} {self._bar(step)} loss {v['loss']:.4f} bpb {v['bpb']:.3f} lr {v['lr']:.2e} "
                     f"gnorm {v['grad_norm']:.3f} {v['bytes_per_s']:,.0f} B/s {v['symbols_per_s']:,.0f} tok/s "
                     f"{v['flops_per_s'] / 1e9:,.2f} GFLOP/s{mfu}")
+        if kind == "samples":
+            return "\n".join(f"{head} {s['prompt']!r} -> {s['text']!r}" for s in v["samples"])
+        if kind in ("attempt", "skip", "rollback", "checkpoint", "checkpoint_failed"):
+            return f"{head} " + " ".join(f"{k}={v[k]}" for k in v if k not in ("train_flops", "train_text_bytes"))
         keys = [k for k in ("val_loss", "val_bpb", "val_word_acc") if k in v]
         buckets = [k for k in v if k.startswith("val_word_acc_freq_")]
         line = " ".join([head] + [f"{k.removeprefix('val_')} {v[k]:.4f}" for k in keys])

@@ -1,14 +1,17 @@
 """The training loop: DeepSpeed ZeRO over StreamingDataLoader batches, one explicit loop.
 
-Run under torchrun (`wordpool train` starts it): each process is one rank. On CPU, DeepSpeed runs
-with DS_ACCELERATOR=cpu and gloo.
+Run under torchrun (`wordpool train` / `wordpool launch` start it): each process is one rank. On CPU,
+DeepSpeed runs with DS_ACCELERATOR=cpu and gloo. Around the loop: resume from the newest checkpoint
+that verifies (on any world size), bad updates skipped and rolled back (pretrain/guard.py), hang
+detection (pretrain/watchdog.py), scheduled evaluations (pretrain/eval_hooks.py), and a checkpoint
+then a clean exit on SIGTERM/SIGUSR1 or a stop request. docs/RUN_DIR.md lists what it writes.
 """
 from __future__ import annotations
 
 import ctypes
 import dataclasses
 import fcntl
-import math
+import json
 import os
 import random
 import signal
@@ -22,81 +25,15 @@ import torch
 import torch.distributed as dist
 
 from launcher.config import WordpoolConfig
-from pretrain import checkpoint
+from pretrain import checkpoint, elastic
 from pretrain.data import (LoaderPosition, clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
-                           shard_meta, split_has_samples)
-from pretrain.evaluate import WordScorer, evaluate, to_device
+                           split_has_samples)
+from pretrain.engine import TOKENIZER_OF, build_engine, check_shards, grad_accum_for, warmup_cosine  # noqa: F401
+from pretrain.eval_hooks import VAL_KINDS, EvalRunner, EvalSchedule, default_hooks
+from pretrain.evaluate import WordScorer, to_device
+from pretrain.guard import StepGate, UpdateGuard
 from pretrain.metrics import MetricsLogger, stack_sums, summarize
-from pretrain.layers import set_activation_checkpointing
-from pretrain.models import build_model
-
-TOKENIZER_OF = {"word_pooled": "words", "bytes": "bytes", "bpe": "bpe"}  # model.kind -> data.tokenizer it reads
-
-
-def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    """LR multiplier for optimizer step `step` (0-based): linear warmup, then cosine to min_ratio."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def deepspeed_config(cfg: WordpoolConfig, world: int, bf16: bool) -> dict:
-    t = cfg.train
-    return {
-        "train_micro_batch_size_per_gpu": t.micro_batch_size,
-        "gradient_accumulation_steps": t.grad_accum,
-        "train_batch_size": t.micro_batch_size * t.grad_accum * world,
-        "gradient_clipping": t.grad_clip,
-        "zero_optimization": {"stage": t.zero_stage},
-        "bf16": {"enabled": bf16},
-        "zero_allow_untested_optimizer": True,
-        "steps_per_print": 1 << 30,
-        "wall_clock_breakdown": False,
-    }
-
-
-def build_engine(cfg: WordpoolConfig, world: int, bf16: bool):
-    """The model of cfg.model under DeepSpeed, with AdamW (no decay on norms) and warmup + cosine LR."""
-    import deepspeed
-
-    t = cfg.train
-    model = build_model(cfg.model)
-    set_activation_checkpointing(model, t.activation_checkpointing)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=t.lr, betas=t.betas)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: warmup_cosine(s, t.warmup_steps, t.steps, t.min_lr_ratio))
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
-                                           config=deepspeed_config(cfg, world, bf16))
-    return engine
-
-
-def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
-    """The shards' settings, checked against the model; a baseline's vocab_size is filled in from them."""
-    meta = shard_meta(cfg.train.data_dir)
-    kind, tokenizer = cfg.model.kind, meta.get("tokenizer", "words")
-    if tokenizer != TOKENIZER_OF[kind] or meta.get("packing", "fixed") != "fixed":
-        raise ValueError(f"shards in {cfg.train.data_dir} hold data.tokenizer={tokenizer} / data.packing="
-                         f"{meta.get('packing')}; model.kind={kind} trains on data.tokenizer={TOKENIZER_OF[kind]}, "
-                         f"data.packing=fixed")
-    if kind != "word_pooled":
-        from pretrain.word_scoring import token_byte_table
-
-        vocab = len(token_byte_table(cfg.train.data_dir))
-        if cfg.model.vocab_size not in (None, vocab):
-            raise ValueError(f"model.vocab_size={cfg.model.vocab_size} but the shards' tokenizer has {vocab} ids")
-        return cfg.model_copy(update={"model": cfg.model.model_copy(update={"vocab_size": vocab})}), meta
-    if meta["max_word_bytes"] > cfg.model.max_word_bytes:
-        raise ValueError(f"shards in {cfg.train.data_dir} have words up to {meta['max_word_bytes']} bytes but "
-                         f"model.max_word_bytes={cfg.model.max_word_bytes}")
-    if meta["words_per_sample"] > cfg.model.max_words:
-        raise ValueError(f"shards hold {meta['words_per_sample']} words per sample but model.max_words="
-                         f"{cfg.model.max_words}")
-    return cfg, meta
-
+from pretrain.watchdog import Watchdog
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -105,8 +42,15 @@ def _seed_everything(seed: int) -> None:
 
 
 def _digest(batch: dict[str, torch.Tensor]) -> int:
-    """A fingerprint of the samples in a micro-batch, to prove resumed runs see the same data."""
-    return zlib.crc32(batch["words" if "words" in batch else "tokens"].numpy().tobytes())
+    """A fingerprint of the samples in a micro-batch: a sum over samples, so the global batch's value is
+    the same however its samples are spread over ranks (the elastic-resume test relies on it)."""
+    rows = batch["words" if "words" in batch else "tokens"].numpy()
+    return sum(zlib.crc32(row.tobytes()) for row in rows)
+
+
+def _fault_steps(name: str) -> set[int]:
+    """Test hooks: steps listed in an environment variable ("3,4,5")."""
+    return {int(s) for s in os.environ.get(name, "").split(",") if s}
 
 
 def _grad_norm(module: torch.nn.Module) -> float:
@@ -131,13 +75,27 @@ def _lock_run_dir(run_dir: Path):
     return handle
 
 
+def _write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write(path, json.dumps(record))
+
+
+def _restore(engine, folder: Path, world: int, zero_stage: int) -> dict:
+    """Collective: load `folder`, through its universal form when the world size changed."""
+    if elastic.needs_universal(folder, checkpoint.saved_world_size(folder), world, zero_stage):
+        tag = elastic.prepare_universal(folder)
+        with elastic.quiet():
+            return checkpoint.load(engine, folder, tag=tag)
+    return checkpoint.load(engine, folder)
+
+
 def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
     _die_with_parent()
     on_gpu = torch.cuda.is_available()
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if on_gpu else "cpu")
     import deepspeed
 
-    t = cfg.train
+    t, f = cfg.train, cfg.fault
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -147,14 +105,29 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
     bf16 = t.precision == "bf16" or (t.precision == "auto" and on_gpu)
     run_dir, ckpt_root = Path(t.run_dir), Path(t.run_dir) / "checkpoints"
     cfg, meta = check_shards(cfg)
+    grad_accum = grad_accum_for(t, world)
     clean_stale_streaming_state()
     lock = None
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock_run_dir(run_dir)
+        checkpoint.files.remove_stale_temporaries(ckpt_root)
+    dist.barrier()
+    watchdog = Watchdog(run_dir, rank, world, f.init_timeout_s, f.step_timeout_s, f.io_timeout_s,
+                        f.timeout_after_steps).start()
 
     _seed_everything(t.seed + rank)
-    engine = build_engine(cfg, world, bf16)
+    folder = checkpoint.resolve_resume(resume, ckpt_root, t.verify_checkpoints)
+    universal = folder is not None and elastic.needs_universal(folder, checkpoint.saved_world_size(folder), world,
+                                                               t.zero_stage)
+    engine = build_engine(cfg, world, bf16, grad_accum, load_universal=universal)
+    guard = UpdateGuard(f.skip_nonfinite, f.outlier_sigma, f.outlier_window, f.outlier_min_history)
+    norm_seen = {"plain": float("nan")}
+    if t.zero_stage > 0 or bf16:  # DeepSpeed's optimizer wrapper knows the global pre-clipping norm
+        gate = StepGate(guard, lambda: _as_float(getattr(engine.optimizer, "_global_grad_norm", None)))
+    else:
+        gate = StepGate(guard, lambda: norm_seen["plain"])
+    engine.guarded_optimizer.gate = gate
 
     encode = sample_encoder(t.data_dir, cfg.model.max_word_bytes)
     train_set, train_loader = make_loader(str(Path(t.data_dir) / "train"), encode, t.micro_batch_size,
@@ -168,82 +141,110 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
     elif rank == 0:
         print(f"warning: {val_dir} holds no samples: evaluation is skipped", flush=True)
 
+    global_batch = t.micro_batch_size * grad_accum * world
     # flops / text_bytes: the run's totals so far (all ranks), so curves can be drawn against training compute
-    state = {"step": 0, "samples": 0, "flops": 0.0, "text_bytes": 0.0,
+    state = {"step": 0, "samples": 0, "flops": 0.0, "text_bytes": 0.0, "global_batch": global_batch,
              "position": {"epoch": 0, "samples_in_epoch": 0}}
-    folder = checkpoint.resolve_resume(resume, ckpt_root)
     if folder is not None:
-        state = checkpoint.load(engine, folder)
+        watchdog.beat(0, "load")
+        state = _restore(engine, folder, world, t.zero_stage)
+        if state.get("global_batch", global_batch) != global_batch:
+            raise ValueError(f"{folder} was trained with a global batch of {state['global_batch']} samples; this run "
+                             f"has {global_batch} ({world} processes): set train.global_batch_size="
+                             f"{state['global_batch']}")
+    guard.load_state_dict(state.get("guard", {}))
     position = LoaderPosition(**state["position"])
     micro_global = t.micro_batch_size * world
     batches = endless_batches(train_set, train_loader, position, micro_global)
 
     logger = MetricsLogger(run_dir, cfg.wandb, cfg.model_dump(), t.steps) if rank == 0 else None
-    if logger and folder is not None:
-        print(f"resumed from {folder} at step {state['step']} (epoch {position.epoch}, "
-              f"{position.samples_in_epoch} samples into it)", flush=True)
+    if logger:
+        if folder is not None:
+            print(f"resumed from {folder} at step {state['step']} (epoch {position.epoch}, "
+                  f"{position.samples_in_epoch} samples into it)", flush=True)
+        logger.log("attempt", state["step"], {"restart": watchdog.restart, "resumed_from": str(folder) if folder else None,
+                                               "world_size": world, "grad_accum": grad_accum})
 
     def all_reduce(x: torch.Tensor) -> None:
         y = x.to(device)
         dist.all_reduce(y)
         x.copy_(y.cpu())
 
-    def run_eval(step: int) -> None:
-        if val_loader is None:
+    schedule = EvalSchedule(cfg.evals or default_hooks(t.eval_every), t.steps)
+    runner = EvalRunner(schedule, engine, cfg, device, val_loader, scorer, all_reduce, rank, world, run_dir)
+
+    def run_evals(step: int, due: list[int]) -> None:
+        if not due:
             return
-        engine.eval()
-        n = min(t.eval_batches, len(val_loader))
-        values = evaluate(engine, val_loader, n, device, all_reduce, scorer)
-        engine.train()
-        if logger:
-            logger.log("eval", step, {**values, "train_flops": state.get("flops", 0.0),
-                                      "train_text_bytes": state.get("text_bytes", 0.0)})
+        watchdog.beat(step, "eval")
+        for kind, values in runner.run(step, due):
+            if logger:
+                logger.log(kind, step, {**values, "train_flops": state["flops"], "train_text_bytes": state["text_bytes"]})
 
     stop = {"signal": None}
     for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption: checkpoint at the next step boundary
         signal.signal(sig, lambda s, _f: stop.update(signal=s))
+    stop_file = run_dir / "control" / "stop"
 
     kill_at = int(os.environ.get("WORDPOOL_FAULT_KILL_AT_STEP", "0"))  # fault injection for tests
+    nan_at = _fault_steps("WORDPOOL_FAULT_NAN_AT_STEPS")
+    hang = os.environ.get("WORDPOOL_FAULT_HANG_AT", "")  # "STEP:RANK"
     if state["step"] == 0:
-        run_eval(0)
+        run_evals(0, [i for i, h in enumerate(schedule.hooks) if h.kind in VAL_KINDS])
     engine.train()
     step = state["step"]
-    plain_grad_norm = float("nan")
+    preempted = False
     while step < t.steps:
+        watchdog.beat(step + 1, "step")
+        if hang and hang == f"{step + 1}:{rank}":
+            time.sleep(1e6)
         start = time.perf_counter()
         sums = torch.zeros(5, dtype=torch.float64)
         digest, step_flops = 0, 0.0
-        for _ in range(t.grad_accum):
+        poison = step + 1 in nan_at
+        nan_at.discard(step + 1)  # once: after a rollback the step is trained again on new data
+        for micro in range(grad_accum):
             batch = next(batches)
-            digest = zlib.crc32(digest.to_bytes(4, "little"), _digest(batch))
+            digest += _digest(batch)
             step_flops += engine.module.train_flops(**batch)
             out = engine(**to_device(batch, device))
-            engine.backward(out["loss"])
-            if t.zero_stage == 0 and engine.is_gradient_accumulation_boundary():
-                plain_grad_norm = _grad_norm(engine.module)  # DeepSpeed reports none without ZeRO
-            engine.step()
+            loss = out["loss"] * float("nan") if poison else out["loss"]
+            engine.backward(loss)
             sums += stack_sums(out).cpu()
+            if micro == grad_accum - 1:  # the boundary: decide on the global loss before the update
+                if t.zero_stage == 0 and not bf16:
+                    norm_seen["plain"] = _grad_norm(engine.module)  # DeepSpeed reports none without ZeRO
+                if poison:
+                    sums[0] = float("nan")
+                watchdog.beat(step + 1, "sync")
+                all_reduce(sums)
+                gate.arm(sums[0].item() / max(sums[1].item(), 1.0))
+            engine.step()
+        skip_reason, grad_norm = gate.verdict()
+        guard.record(gate.loss, grad_norm, skipped=skip_reason is not None)
         step += 1
-        state.update(step=step, samples=state["samples"] + micro_global * t.grad_accum,
-                     position=dataclasses.asdict(position))
-        all_reduce(sums)
-        # one collective for the data fingerprint, the FLOPs and "did any rank get a preemption signal"
-        flags = torch.tensor([digest, stop["signal"] is not None, step_flops], dtype=torch.float64)
+        state.update(step=step, samples=state["samples"] + micro_global * grad_accum,
+                     position=dataclasses.asdict(position), guard=guard.state_dict())
+        # one collective for the data fingerprint, "stop now?", the FLOPs and the timed evaluations
+        wants_stop = stop["signal"] is not None or (rank == 0 and stop_file.exists())
+        time_flags = schedule.time_flags() if rank == 0 else [0.0] * len(schedule.timed)
+        flags = torch.tensor([digest, wants_stop, step_flops, *time_flags], dtype=torch.float64)
         all_reduce(flags)
         preempted = flags[1].item() > 0
-        state.update(flops=state.get("flops", 0.0) + flags[2].item(),
-                     text_bytes=state.get("text_bytes", 0.0) + sums[2].item())
+        state.update(flops=state["flops"] + flags[2].item(), text_bytes=state["text_bytes"] + sums[2].item())
         seconds = time.perf_counter() - start
+        if logger and skip_reason:
+            logger.log("skip", step, {"reason": skip_reason, "loss": gate.loss, "grad_norm": grad_norm,
+                                      "consecutive": guard.consecutive, "skipped_steps": guard.total})
         if logger and (step % t.log_every == 0 or step == t.steps):
             values = summarize(sums)
-            grad_norm = engine.get_global_grad_norm() if t.zero_stage > 0 else plain_grad_norm
             values.update(lr=t.lr * warmup_cosine(step - 1, t.warmup_steps, t.steps, t.min_lr_ratio),
-                          grad_norm=float(grad_norm) if grad_norm is not None else float("nan"),
+                          grad_norm=grad_norm if grad_norm is not None else float("nan"),
                           bytes_per_s=values["text_bytes"] / seconds, symbols_per_s=values["symbols"] / seconds,
                           flops_per_s=flags[2].item() / seconds, flops_per_byte=flags[2].item() / values["text_bytes"],
                           step_seconds=seconds, samples=state["samples"], epoch=position.epoch,
                           train_flops=state["flops"], train_text_bytes=state["text_bytes"],
-                          data_digest=int(flags[0].item()))
+                          data_digest=int(flags[0].item()), skipped_steps=guard.total)
             if "words" in values:
                 values["words_per_s"] = values["words"] / seconds
             if t.peak_flops:
@@ -251,19 +252,71 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
             if on_gpu:
                 values["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             logger.log("train", step, values)
-        if step % t.eval_every == 0 or step == t.steps:
-            run_eval(step)
+        if guard.consecutive >= f.max_consecutive_skips:
+            step = _roll_back(engine, state, guard, ckpt_root, t, world, watchdog, logger, step)
+            continue
+        saved = False
         if step % t.checkpoint_every == 0 or step == t.steps or preempted:
-            checkpoint.save(engine, ckpt_root, step, dict(state), cfg.model_dump())
+            watchdog.beat(step, "checkpoint")
+            saved = _save(engine, ckpt_root, step, state, cfg, logger, must=step == t.steps or preempted)
+        run_evals(step, schedule.due(step, flags[3:].tolist(), saved))
         if kill_at and step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         if preempted:
             if logger:
-                print(f"preemption signal: checkpoint saved at step {step}, exiting", flush=True)
+                print(f"stop requested: checkpoint saved at step {step}, exiting", flush=True)
             break
+    watchdog.beat(step, "checkpoint")
+    if rank == 0:
+        _write_json(run_dir / "control" / "exit.json", {"reason": "finished" if step >= t.steps else "preempted",
+                                                        "step": step, "time": time.time()})
     if logger:
         logger.close()
+    dist.barrier()
+    watchdog.stop()
     if lock:
         lock.close()
-    dist.barrier()
     dist.destroy_process_group()
+
+
+def _as_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _save(engine, root: Path, step: int, state: dict, cfg: WordpoolConfig, logger, must: bool) -> bool:
+    """A checkpoint; a failed save (disk full) is logged and training goes on, unless this save was the
+    last one (end of run or preemption): then the error ends the job, the previous checkpoint intact."""
+    start = time.perf_counter()
+    try:
+        folder = checkpoint.save(engine, root, step, dict(state), cfg.model_dump(), cfg.train.keep_last,
+                                 cfg.train.keep_every)
+    except checkpoint.CheckpointSaveError as exc:
+        if logger:
+            logger.log("checkpoint_failed", step, {"error": str(exc)})
+            checkpoint.write_failure(root.parent, "checkpoint-save", {"step": step, "error": str(exc)})
+        if must:
+            raise
+        return False
+    if logger:
+        logger.log("checkpoint", step, {"path": str(folder), "seconds": time.perf_counter() - start})
+    return True
+
+
+def _roll_back(engine, state: dict, guard: UpdateGuard, root: Path, t, world: int, watchdog, logger,
+               step: int) -> int:
+    """After too many skipped updates in a row: back to the newest good checkpoint. The data position
+    keeps going forward, so the batches that caused the trouble are not replayed."""
+    watchdog.beat(step, "rollback")
+    folder = checkpoint.resolve_resume("auto", root, t.verify_checkpoints)
+    if folder is None:
+        raise RuntimeError(f"{guard.consecutive} updates in a row were skipped at step {step} and there is no "
+                           f"checkpoint to roll back to")
+    restored = _restore(engine, folder, world, t.zero_stage)
+    rollbacks = state.get("rollbacks", 0) + 1
+    state.update(step=restored["step"], flops=restored["flops"], text_bytes=restored["text_bytes"],
+                 rollbacks=rollbacks)
+    guard.consecutive = 0
+    if logger:
+        logger.log("rollback", restored["step"], {"from_step": step, "to_step": restored["step"],
+                                                  "checkpoint": str(folder), "rollbacks": rollbacks})
+    return restored["step"]
