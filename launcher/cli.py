@@ -57,6 +57,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.watch is not None:
+        return _watch(args)
+    if args.checkpoint is None:
+        raise ValueError("give --checkpoint PATH (one checkpoint) or --watch RUN_DIR (each new one of a run)")
+    if args.once or args.timeout is not None or args.poll_seconds is not None:
+        raise ValueError("--once, --timeout and --poll-seconds go with --watch")
     from pretrain.inference import eval_checkpoint
 
     record = eval_checkpoint(args.checkpoint, args.data_dir, args.max_batches)
@@ -67,6 +73,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{name}: {record['val_word_acc_freq_' + name]:.4f} ({record['val_words_freq_' + name]:,.0f} words)"
         for name in buckets))
     return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    if args.checkpoint is not None:
+        raise ValueError("--checkpoint and --watch exclude each other")
+    if (args.poll_seconds is not None and args.poll_seconds <= 0) or (args.timeout is not None and args.timeout <= 0):
+        raise ValueError("--poll-seconds and --timeout must be positive")
+    from pretrain.watch import WatchSettings, watch
+
+    return watch(WatchSettings(Path(args.watch), args.poll_seconds or 30.0, args.max_batches, args.timeout,
+                               args.once, args.data_dir))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -171,8 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="validation bits/byte and next-word accuracy of a checkpoint")
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a checkpoint folder (…/checkpoints/step_N) or an export folder")
+    p = sub.add_parser("eval", help="validation bits/byte and next-word accuracy of a checkpoint, or of each new "
+                                    "checkpoint of a run (--watch)")
+    p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint folder (…/checkpoints/step_N) or an export folder")
+    p.add_argument("--watch", metavar="RUN_DIR",
+                   help="evaluate each complete checkpoint of RUN_DIR as it appears (eval.json beside it, "
+                        "RUN_DIR/watch_evals.jsonl, the run's wandb under watch/); stops when the run finished")
+    p.add_argument("--poll-seconds", type=float, help="--watch: seconds between looks for new checkpoints (default 30)")
+    p.add_argument("--timeout", type=float, metavar="S", help="--watch: stop after S seconds")
+    p.add_argument("--once", action="store_true", help="--watch: one pass over the checkpoints there now, then exit")
     p.add_argument("--data-dir", help="shards to evaluate on (default: the run's train.data_dir)")
     p.add_argument("--max-batches", type=int, help="limit the number of val micro-batches")
     p.set_defaults(func=cmd_eval)

@@ -40,9 +40,10 @@ def checkpoint_step(folder: str | Path) -> int:
 
 
 def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches: int | None = None,
-                    loaded: tuple[WordPooledLM, WordpoolConfig] | None = None) -> dict:
+                    loaded: tuple[WordPooledLM, WordpoolConfig] | None = None, log_to_run: bool = True) -> dict:
     """Val bits/byte, next-word accuracy and accuracy by training frequency (the same scorer for every
-    model kind); appended to the run's metrics.jsonl like the trainer's."""
+    model kind); appended to the run's metrics.jsonl like the trainer's unless `log_to_run` is False
+    (the watcher keeps its own log: its records must not replace the trainer's eval of the same step)."""
     model, cfg = loaded or load_model(folder)
     data_dir = data_dir or cfg.train.data_dir
     meta = shard_meta(data_dir)
@@ -56,7 +57,7 @@ def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches
     step = checkpoint_step(folder)
     record = {"kind": "eval", "step": step, "time": time.time(), "checkpoint": str(folder), **values}
     metrics = Path(cfg.train.run_dir) / "metrics.jsonl"
-    if metrics.parent.is_dir():
+    if log_to_run and metrics.parent.is_dir():
         with open(metrics, "a") as f:
             f.write(json.dumps(record) + "\n")
     return record
