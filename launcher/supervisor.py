@@ -1,0 +1,216 @@
+"""One node's supervisor: `wordpool launch` in local or rendezvous mode.
+
+It starts torchrun (which restarts the worker group itself, up to fault.max_restarts times; the ranks run
+`train --resume auto`, so each restart resumes from the newest complete checkpoint), turns SIGTERM/SIGUSR1
+into a checkpoint-and-exit request (control/stop) instead of killing anything, and maps the end of the run
+to an exit code: 0 finished, 75 preempted after a checkpoint, anything else failed (with a report in
+failures/). Standard library only at import; torch is imported by local_launch when a run starts."""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.run_control import (EXIT_PREEMPTED, StopOnSignal, append_launch_event, clear_stale_control,
+                                  read_exit_reason, write_json_atomic)
+
+EXIT_WAIT_S = 10.0  # how long a node other than rank 0's waits for control/exit.json on a shared filesystem
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    endpoint: str  # HOST:PORT of the c10d store, hosted by the node whose address is HOST
+    nnodes: int
+    rdzv_id: str
+    local_addr: str | None = None
+
+    @property
+    def host(self) -> str:
+        return self.endpoint.rsplit(":", 1)[0].strip("[]")
+
+
+def default_rdzv_id(run_dir: str) -> str:
+    """The same on every node without talking to each other: they all read the same config."""
+    return "wordpool-" + hashlib.sha1(run_dir.encode()).hexdigest()[:16]
+
+
+def same_host(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(a, None)}
+        return bool(addresses & {info[4][0] for info in socket.getaddrinfo(b, None)})
+    except (socket.gaierror, UnicodeError):
+        return False
+
+
+def rank_command(config: str | None, overrides: list[str]) -> list[str]:
+    """What every rank runs: the ordinary training entry point, resuming from the newest complete checkpoint."""
+    return ["-m", "launcher.cli", "train", "--resume", "auto", *(["--config", config] if config else []),
+            *overrides]
+
+
+def torchrun_command(nproc: int, max_restarts: int, rdzv: Rendezvous | None, ranks: list[str],
+                     log_dir: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run"]
+    if log_dir:
+        cmd += ["--log-dir", log_dir]
+    if rdzv is None:
+        cmd += ["--standalone", "--nnodes", "1"]
+    else:
+        cmd += ["--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv.endpoint, "--rdzv-id", rdzv.rdzv_id,
+                "--nnodes", str(rdzv.nnodes)]
+        if rdzv.local_addr:
+            # torchrun guesses whether it hosts the store by resolving its hostname; that guess is wrong
+            # where the hostname does not resolve to the node's address (network namespaces, several NICs).
+            # With the address given, decide it here: the node whose address is the endpoint's host hosts it.
+            is_host = same_host(rdzv.local_addr, rdzv.host)
+            cmd += ["--local-addr", rdzv.local_addr, "--rdzv-conf", f"is_host={str(is_host).lower()}"]
+    return [*cmd, "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts), *ranks]
+
+
+def _torchrun_preexec() -> None:
+    """In the child, before exec. Ignore SIGUSR1: where Slurm signals every process of the job step, torchrun
+    would otherwise die of it (the ranks install their own handler). And die with this supervisor: SIGTERM
+    makes torchrun stop its workers, so a SIGKILLed supervisor leaves nothing training behind."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def supervise(run_dir: str, nproc: int, max_restarts: int, rdzv: Rendezvous | None, ranks: list[str],
+              target: str, dry_run: bool = False) -> int:
+    from launcher.local_launch import torchrun_env
+
+    if dry_run:
+        print(shlex.join(torchrun_command(nproc, max_restarts, rdzv, ranks)))
+        return 0
+    # torchrun makes one attempt_N folder here per (re)start of the worker group: the restart count
+    log_dir = tempfile.mkdtemp(prefix="wordpool-torchrun-")
+    cmd = torchrun_command(nproc, max_restarts, rdzv, ranks, log_dir)
+    run = Path(run_dir)
+    # Every node clears stale control files before its torchrun starts. That is race-free for exit.json: no
+    # rank of this launch can exist before the rendezvous, which needs every node's torchrun. A stop request
+    # this node receives before a slower node clears it is rewritten by StopOnSignal.reassert below.
+    clear_stale_control(run)
+    started = time.time()
+    append_launch_event(run, {"event": "start", "target": target, "nproc": nproc, "max_restarts": max_restarts,
+                              "nnodes": rdzv.nnodes if rdzv else 1, "rdzv_endpoint": rdzv.endpoint if rdzv else None,
+                              "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "command": cmd})
+    torchrun: dict[str, subprocess.Popen] = {}
+
+    def escalate(n: int) -> None:
+        if "proc" in torchrun:
+            try:
+                os.killpg(torchrun["proc"].pid, signal.SIGTERM if n == 1 else signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    stopper = StopOnSignal(run, escalate)
+    stopper.install()  # before torchrun starts: a signal from now on is a stop request, never a kill
+    # its own session: a Ctrl-C or a signal meant for this supervisor never reaches torchrun directly
+    proc = torchrun["proc"] = subprocess.Popen(cmd, env=torchrun_env(nproc), start_new_session=True,
+                                               preexec_fn=_torchrun_preexec)
+    while True:
+        try:
+            rc = proc.wait(timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            stopper.reassert()
+    restarts = restarts_used(Path(log_dir))
+    shutil.rmtree(log_dir, ignore_errors=True)
+    return _finish(run, rc, started, restarts, max_restarts, target, stopper)
+
+
+def restarts_used(torchrun_log_dir: Path) -> int | None:
+    """Highest N of torchrun's attempt_N folders (None: the worker group never started)."""
+    attempts = [int(p.name.removeprefix("attempt_")) for p in torchrun_log_dir.glob("*/attempt_*")
+                if p.name.removeprefix("attempt_").isdigit()]
+    return max(attempts) if attempts else None
+
+
+def _finish(run: Path, rc: int, started: float, restarts: int | None, max_restarts: int, target: str,
+            stopper: StopOnSignal) -> int:
+    if rc == 0:
+        reason = read_exit_reason(run, EXIT_WAIT_S)
+        if reason is None:
+            # torchrun's 0 means every rank returned normally: finished, or stopped because we asked
+            reason = "preempted" if stopper.signal_name else "finished"
+            print(f"wordpool launch: warning: no {run / 'control' / 'exit.json'}; assuming {reason}",
+                  file=sys.stderr)
+        code = EXIT_PREEMPTED if reason == "preempted" else 0
+        if code == EXIT_PREEMPTED:
+            print(f"wordpool launch: preempted after a checkpoint ({stopper.signal_name or 'control/stop'}); "
+                  f"exit {EXIT_PREEMPTED}: run the same command again to resume", file=sys.stderr)
+    else:
+        reason = "killed" if stopper.escalations else "failed"
+        code = rc if rc > 0 and rc != EXIT_PREEMPTED else (128 - rc if rc < 0 else 1)
+        report_failure(run, rc, started, restarts, max_restarts, target, reason)
+    append_launch_event(run, {"event": "end", "target": target, "rc": code, "torchrun_rc": rc, "reason": reason,
+                              "restarts": restarts})
+    return code
+
+
+def failures_since(run: Path, since: float) -> list[tuple[Path, dict | str]]:
+    """Failure reports written since `since`, oldest first (other supervisors' launch-* reports left out:
+    they describe the same failure as this one)."""
+    found = []
+    for path in (run / "failures").glob("*.json"):
+        if path.name.startswith("launch-"):
+            continue
+        try:
+            mtime = path.stat().st_mtime
+            text = path.read_text()
+        except FileNotFoundError:
+            continue
+        if mtime < since:
+            continue
+        try:
+            record: dict | str = json.loads(text)
+        except json.JSONDecodeError:
+            record = text[:300]
+        found.append((mtime, path, record))
+    return [(path, record) for _, path, record in sorted(found, key=lambda item: item[0])]
+
+
+def _summary(record: dict | str) -> str:
+    if isinstance(record, str):
+        return record.strip().replace("\n", " ")[:200]
+    keys = [k for k in ("kind", "reason", "rank", "step", "host", "error", "message") if k in record]
+    text = ", ".join(f"{k}={record[k]}" for k in keys) if keys else json.dumps(record)
+    return text[:300]
+
+
+def report_failure(run: Path, rc: int, started: float, restarts: int | None, max_restarts: int, target: str,
+                   reason: str, last: int = 3) -> Path:
+    failures = failures_since(run, started)
+    host = socket.gethostname()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
+    path = run / "failures" / f"launch-{stamp}-{host}-{os.getpid()}.json"
+    used = "none (the worker group never started)" if restarts is None else str(restarts)
+    record = {"kind": "launch", "reason": reason, "torchrun_rc": rc, "restarts_used": restarts,
+              "max_restarts": max_restarts, "target": target, "host": host, "launch_started": started,
+              "time": time.time(), "failures": [{"file": str(p), "record": r} for p, r in failures[-last:]]}
+    write_json_atomic(path, record)
+    lines = [f"wordpool launch: training {reason}: torchrun exited with {rc}",
+             f"  restarts used: {used} of {max_restarts} (fault.max_restarts)"]
+    if failures:
+        lines.append(f"  last failure reports since this launch started ({len(failures)} in all):")
+        lines += [f"    {p}: {_summary(r)}" for p, r in failures[-last:]]
+    else:
+        lines.append(f"  no failure reports in {run / 'failures'} since this launch started; "
+                     f"the ranks' own output above says what went wrong")
+    lines.append(f"  report: {path}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    return path
