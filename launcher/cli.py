@@ -56,6 +56,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_launch(args: argparse.Namespace) -> int:
+    from launcher.launch import run_launch
+
+    return run_launch(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from launcher.status import run_status
+
+    return run_status(args)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.watch is not None:
         return _watch(args)
@@ -187,6 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: newest complete checkpoint of train.run_dir (fresh start if none); PATH: that one")
     _add_common(p)
     p.set_defaults(func=cmd_train)
+
+    from launcher import launch, status  # stdlib-only at import: the parser stays fast
+
+    p = sub.add_parser("launch", help="supervised training: local, hostfile (ssh), Slurm or a rendezvous endpoint",
+                       description="Start training through torchrun on one or many nodes, restart it from the newest "
+                                   "checkpoint after a failure (fault.max_restarts), and turn SIGTERM/SIGUSR1 into a "
+                                   "checkpoint-and-exit (exit 75). See docs/RUN_DIR.md.")
+    launch.add_arguments(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("status", help="a run's step, throughput, checkpoints, restarts, skips, evals; writes status.png")
+    status.add_arguments(p)
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("eval", help="validation bits/byte and next-word accuracy of a checkpoint, or of each new "
                                     "checkpoint of a run (--watch)")

@@ -24,3 +24,15 @@ def ray_cluster():
              log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shards(ray_cluster, corpora, tmp_path_factory):
+    """Small word shards (English UD sentences) shared by every training test in the session."""
+    from data_pipeline.config import DataConfig
+    from data_pipeline.job import run_prepare
+
+    out = tmp_path_factory.mktemp("shards")
+    run_prepare(DataConfig(inputs=[str(corpora / "ud" / "en_ewt-dev.txt")], output=str(out), doc_split="line",
+                           max_word_bytes=16, words_per_sample=32, val_fraction=0.1))
+    return out

@@ -8,23 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.config import DataConfig
-from data_pipeline.job import run_prepare
-
 TINY = [
     "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_word_bytes=16", "model.max_words=32",
     "model.encoder.d_model=16", "model.encoder.n_heads=2", "model.decoder.d_model=16", "model.decoder.n_heads=2",
     "train.micro_batch_size=4", "train.grad_accum=2", "train.warmup_steps=2", "train.log_every=1",
     "train.eval_every=4", "train.eval_batches=2", "wandb.mode=disabled",
 ]
-
-
-@pytest.fixture(scope="module")
-def shards(ray_cluster, corpora, tmp_path_factory):
-    out = tmp_path_factory.mktemp("shards")
-    run_prepare(DataConfig(inputs=[str(corpora / "ud" / "en_ewt-dev.txt")], output=str(out), doc_split="line",
-                           max_word_bytes=16, words_per_sample=32, val_fraction=0.1))
-    return out
 
 
 def wordpool(*args, env=None, timeout=300):
