@@ -120,7 +120,9 @@ def _prepare_without_ray(cfg) -> None:
 
 
 @pytest.fixture(scope="module")
-def shards(corpora, tmp_path_factory):
+def node_shards(corpora, tmp_path_factory):
+    """The data of conftest's `shards`, prepared without Ray: run alone, this test would otherwise spend ~45 s
+    starting a Ray cluster on a loaded 2-core machine."""
     from data_pipeline.config import DataConfig
 
     out = tmp_path_factory.mktemp("mn_shards")
@@ -209,13 +211,13 @@ def check_checkpoint(folder: Path, step: int) -> None:
     assert json.loads((folder / "COMPLETE").read_text()).get("step", step) == step
 
 
-def test_two_nodes_train_checkpoint_and_resume_exactly(nodes, shards, tmp_path):
+def test_two_nodes_train_checkpoint_and_resume_exactly(nodes, node_shards, tmp_path):
     """Launch 1: 6 steps across the two nodes, checkpoints at 2, 4, 6. Then the run is rolled back to step 4 (as
     if the job had died after that checkpoint) and both nodes are launched again: `--resume auto` must pick
     step 4 and train steps 5-6 with exactly the losses and data of the uninterrupted launch."""
     run = tmp_path / "run"
     ckpts = run / "checkpoints"
-    overrides = [f"train.data_dir={shards}", f"train.run_dir={run}", *TINY, "train.steps=6",
+    overrides = [f"train.data_dir={node_shards}", f"train.run_dir={run}", *TINY, "train.steps=6",
                  "train.checkpoint_every=2", "fault.max_restarts=0"]
 
     launch_nodes(nodes, tmp_path / "logs", "first", overrides)
