@@ -29,7 +29,10 @@ def streaming_prefix_lock():
     distributed = dist.is_available() and dist.is_initialized()
     handle = None
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        handle = open(Path(tempfile.gettempdir()) / "wordpool-streaming-prefix.lock", "w")
+        # beside what it protects: /dev/shm is per machine, a TMPDIR may be shared by every node of a cluster
+        # (where one node's leader would hold the lock inside the barrier the other's leader never reaches)
+        shm = Path("/dev/shm")
+        handle = open((shm if shm.is_dir() else Path(tempfile.gettempdir())) / "wordpool-streaming-prefix.lock", "w")
         fcntl.flock(handle, fcntl.LOCK_EX)
     try:
         if distributed:

@@ -80,6 +80,16 @@ def torchrun_command(nproc: int, max_restarts: int, rdzv: Rendezvous | None, ran
     return [*cmd, "--nproc-per-node", str(nproc), "--max-restarts", str(max_restarts), *ranks]
 
 
+def interface_of(address: str) -> str | None:
+    """The network interface that holds `address` on this machine (None if none does)."""
+    import psutil  # a DeepSpeed dependency
+
+    for name, addrs in psutil.net_if_addrs().items():
+        if any(a.address == address for a in addrs):
+            return name
+    return None
+
+
 def _torchrun_preexec() -> None:
     """In the child, before exec. Ignore SIGUSR1: where Slurm signals every process of the job step, torchrun
     would otherwise die of it (the ranks install their own handler). And die with this supervisor: SIGTERM
@@ -120,8 +130,13 @@ def supervise(run_dir: str, nproc: int, max_restarts: int, rdzv: Rendezvous | No
     stopper = StopOnSignal(run, escalate)
     stopper.install()  # before torchrun starts: a signal from now on is a stop request, never a kill
     # its own session: a Ctrl-C or a signal meant for this supervisor never reaches torchrun directly
-    proc = torchrun["proc"] = subprocess.Popen(cmd, env=torchrun_env(nproc), start_new_session=True,
-                                               preexec_fn=_torchrun_preexec)
+    env = torchrun_env(nproc)
+    if rdzv is not None and rdzv.local_addr and "GLOO_SOCKET_IFNAME" not in env:
+        # gloo advertises the address the hostname resolves to (often 127.0.1.1): bind it to the given one's NIC
+        interface = interface_of(rdzv.local_addr)
+        if interface:
+            env["GLOO_SOCKET_IFNAME"] = interface
+    proc = torchrun["proc"] = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_torchrun_preexec)
     while True:
         try:
             rc = proc.wait(timeout=1.0)
