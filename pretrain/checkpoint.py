@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -79,16 +80,16 @@ def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str,
     dist.barrier()
     try:
         engine.save_checkpoint(str(root), tag=tmp_tag, client_state={"wordpool": state}, save_latest=False)
-    except OSError as exc:  # disk full, quota, I/O error: the other ranks wait in DeepSpeed's last barrier
+    except (OSError, RuntimeError) as exc:  # disk full, quota, I/O (torch.save raises RuntimeError for them)
         error = exc
-        dist.barrier()
+        dist.barrier()  # the other ranks wait in DeepSpeed's last barrier
     if error is None:
         try:
             torch.save(rng_state(), tmp / f"rng_rank{rank:05d}.pt")
             if rank == 0:  # lets eval/generate/export rebuild the model without the run's YAML
                 atomic_write(tmp / CONFIG, json.dumps(config, indent=1))
             _fault_kill_in_save(step, rank)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             error = exc
     failed = _any_rank(error is not None)
     if not failed:  # every rank checksums a share of the files; rank 0 writes the manifest
@@ -117,8 +118,9 @@ def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str,
         if rank == 0:
             files.remove_tree(tmp)  # frees the space the partial save took
         reason = f"rank {rank}: {error}" if error else "another rank failed to write its part"
-        raise CheckpointSaveError(f"saving checkpoint step {step} failed ({reason}); the previous checkpoints "
-                                  f"are intact")
+        free = shutil.disk_usage(root).free
+        raise CheckpointSaveError(f"saving checkpoint step {step} failed ({reason}; {free:,} bytes free on the "
+                                  f"checkpoint filesystem); the previous checkpoints are intact")
     if rank == 0:
         files.apply_retention(root, keep_last, keep_every)
     dist.barrier()

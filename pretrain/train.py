@@ -65,6 +65,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def _init_process_group(backend: str) -> None:
+    """Under torchrun the ranks meet in the agent's store, which outlives a restart of the worker group.
+    torch.distributed's env:// set-up adds no per-restart prefix to its keys, so a restarted rank could read
+    a dead predecessor's gloo address (the chaos test saw "Connection refused" loops): prefix them with
+    torchrun's restart count."""
+    if dist.is_initialized() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return
+    world = int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend, store=dist.PrefixStore(f"wordpool/restart_{restart}", store),
+                            rank=int(os.environ["RANK"]), world_size=world)
+
+
 def _lock_run_dir(run_dir: Path):
     """One live training job per run folder; the lock dies with the process, so a crash never leaves it."""
     handle = open(run_dir / ".lock", "w")
@@ -96,7 +110,8 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
     import deepspeed
 
     t, f = cfg.train, cfg.fault
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    _init_process_group("nccl" if on_gpu else "gloo")
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")  # adopts the group made above
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")

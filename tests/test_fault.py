@@ -59,8 +59,8 @@ def test_chaos_sigkill_at_five_moments_resumes_bitwise(shards, reference, tmp_pa
     env = {**os.environ, "WORDPOOL_FAULT_KILL_IN_SAVE": f"6:1:{fired}"}  # rank 1 dies while checkpoint 6 is written
     cmd = [sys.executable, "-m", "launcher.cli", "launch", "--nproc", "2", f"train.data_dir={shards}",
            f"train.run_dir={run}", *RUN, "fault.max_restarts=6"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    log = open(tmp_path / "launch.log", "w+")  # a file, not a pipe: nobody reads a pipe until the end
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     kills = []
     try:
         deadline = time.time() + 600
@@ -79,11 +79,13 @@ def test_chaos_sigkill_at_five_moments_resumes_bitwise(shards, reference, tmp_pa
             victim = rng.choice(_heartbeats(run))
             os.kill(victim["pid"], signal.SIGKILL)
             kills.append(f"rank {victim['rank']} at step {victim['step']} ({victim['phase']})")
-        out, err = proc.communicate(timeout=600)
+        proc.wait(timeout=600)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 0, f"seed {seed}, kills {kills}\n{err[-4000:]}"
+        log.seek(0)
+        output = log.read()
+    assert proc.returncode == 0, f"seed {seed}, kills {kills}\n{output[-4000:]}"
     attempts = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
                 if '"kind": "attempt"' in line]
     assert [a["restart"] for a in attempts] == list(range(6)), kills
@@ -100,7 +102,7 @@ def test_elastic_resume_two_one_two_processes(shards, reference, tmp_path):
     """Checkpointed with 2 processes, resumed with 1, then with 2 again: the same samples in every global
     batch (none repeated or skipped), and the same losses up to float reordering."""
     run = tmp_path / "elastic"
-    for nproc, stop_at in ((2, 4), (1, 8)):
+    for nproc, stop_at in ((2, 3), (1, 9)):
         cut = train(shards, run, nproc, "--resume", "auto", env={"WORDPOOL_FAULT_KILL_AT_STEP": str(stop_at)})
         assert cut.returncode != 0 and (run / "checkpoints" / f"step_{stop_at:08d}" / "COMPLETE").is_file()
     final = train(shards, run, 2, "--resume", "auto")
@@ -151,7 +153,7 @@ def test_corrupt_newest_checkpoint_and_disk_full(shards, small_disk):
     full = train(shards, run, 2, "train.steps=8", "train.checkpoint_every=2", "train.eval_every=100",
                  "--resume", "auto")
     assert full.returncode != 0
-    assert "No space left on device" in full.stderr and "previous checkpoints are intact" in full.stderr
+    assert "saving checkpoint step 8 failed" in full.stderr and "previous checkpoints are intact" in full.stderr
     assert checkpoint.find_latest(ckpts) == ckpts / "step_00000006"
     assert checkpoint.verify(ckpts / "step_00000006", "sha256") == []
     assert not (ckpts / "step_00000008").exists() and not list(ckpts.glob(".tmp-*"))
