@@ -37,7 +37,7 @@ def reference(shards, tmp_path_factory):
     run = tmp_path_factory.mktemp("reference")
     proc = train(shards, run, 2)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return records(run)
+    return run
 
 
 def _heartbeats(run_dir: Path) -> list[dict]:
@@ -48,6 +48,16 @@ def _heartbeats(run_dir: Path) -> list[dict]:
         except (OSError, ValueError):
             pass
     return out
+
+
+def test_eval_and_generate_from_the_final_checkpoint(reference):
+    final = reference / "checkpoints" / f"step_{STEPS:08d}"
+    ev = wordpool("eval", "--checkpoint", str(final))
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    assert "val bits/byte" in ev.stdout
+    gen = wordpool("generate", "--checkpoint", str(final), "--prompt", "The service was", "--max-words", "5")
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    assert gen.stdout.startswith("The service was") and len(gen.stdout.strip()) > len("The service was")
 
 
 def test_chaos_sigkill_at_five_moments_resumes_bitwise(shards, reference, tmp_path):
@@ -89,6 +99,7 @@ def test_chaos_sigkill_at_five_moments_resumes_bitwise(shards, reference, tmp_pa
     attempts = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
                 if '"kind": "attempt"' in line]
     assert [a["restart"] for a in attempts] == list(range(6)), kills
+    reference = records(reference)
     every = all_train_records(run)
     assert sorted({r["step"] for r in every}) == list(range(1, STEPS + 1))
     for r in every:  # steps trained twice (after a kill) gave the same loss both times
@@ -107,6 +118,7 @@ def test_elastic_resume_two_one_two_processes(shards, reference, tmp_path):
         assert cut.returncode != 0 and (run / "checkpoints" / f"step_{stop_at:08d}" / "COMPLETE").is_file()
     final = train(shards, run, 2, "--resume", "auto")
     assert final.returncode == 0, final.stderr[-4000:]
+    reference = records(reference)
     attempts = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"attempt"' in line]
     assert [(a["world_size"], a["grad_accum"]) for a in attempts] == [(2, 2), (1, 4), (2, 2)]
     got = records(run)
