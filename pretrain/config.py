@@ -94,7 +94,7 @@ class WandbConfig(Strict):
 
 
 class FaultConfig(Strict):
-    """What the job does when something goes wrong (see docs/FAULT_TOLERANCE.md)."""
+    """What the job does when something goes wrong (README, "Long runs")."""
 
     max_restarts: int = Field(3, ge=0, description="worker-group restarts from the newest checkpoint before the "
                                                    "job stops (`wordpool launch`)")
