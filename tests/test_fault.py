@@ -63,6 +63,8 @@ def test_eval_and_generate_from_the_final_checkpoint(reference):
 def test_chaos_sigkill_at_five_moments_resumes_bitwise(shards, reference, tmp_path):
     """`wordpool launch` restarts the job after each SIGKILL (one of them inside a checkpoint write);
     every step's loss, in every attempt, equals the uninterrupted run's bit for bit."""
+    from pretrain import checkpoint
+
     run, fired = tmp_path / "chaos", tmp_path / "kill-in-save.fired"
     seed = random.randrange(1 << 16)
     rng = random.Random(seed)
@@ -78,15 +80,21 @@ def test_chaos_sigkill_at_five_moments_resumes_bitwise(shards, reference, tmp_pa
             assert proc.poll() is None and time.time() < deadline, "the in-save kill never fired"
             time.sleep(0.2)
         kills.append("in checkpoint write of step 6")
-        for restart in range(1, 5):  # four more, each at a random moment of the next attempt's training
-            while True:
-                assert proc.poll() is None and time.time() < deadline, f"attempt {restart} never trained"
-                beats = [b for b in _heartbeats(run) if b["restart"] == restart and b["phase"] in ("step", "sync")]
-                if len(beats) == 2:
-                    break
-                time.sleep(0.1)
-            time.sleep(rng.uniform(0.0, 1.0))
-            victim = rng.choice(_heartbeats(run))
+        for restart in range(1, 5):  # four more, each at a random step of the next attempt's training
+            def beats(phases=("start", "load", "step", "sync", "eval", "checkpoint")):
+                return [b for b in _heartbeats(run) if b["restart"] == restart and b["phase"] in phases]
+
+            while len(beats()) < 2:
+                assert proc.poll() is None and time.time() < deadline, f"attempt {restart} never started"
+                time.sleep(0.05)
+            latest = checkpoint.find_latest(run / "checkpoints")
+            resumed = int(latest.name.removeprefix("step_")) if latest else 0
+            target = rng.randint(resumed + 1, STEPS - 2)  # before the last checkpoint: the job is not over yet
+            while not any(b["step"] >= target for b in beats(("step", "sync"))):
+                assert proc.poll() is None and time.time() < deadline, f"attempt {restart} never reached {target}"
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.05))
+            victim = rng.choice(beats())
             os.kill(victim["pid"], signal.SIGKILL)
             kills.append(f"rank {victim['rank']} at step {victim['step']} ({victim['phase']})")
         proc.wait(timeout=600)
