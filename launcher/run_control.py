@@ -18,7 +18,7 @@ CONTROL = "control"
 STOP = "stop"
 EXIT = "exit.json"
 LAUNCH_LOG = "launch.jsonl"
-EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run the same command again (Slurm requeues on it)
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run the same command again (the generated Slurm script requeues on it)
 
 
 def control_dir(run_dir: str | Path) -> Path:

@@ -157,8 +157,13 @@ def restarts_used(torchrun_log_dir: Path) -> int | None:
 
 def _finish(run: Path, rc: int, started: float, restarts: int | None, max_restarts: int, target: str,
             stopper: StopOnSignal) -> int:
+    # Slurm's SIGTERM reaches torchrun too, which then exits non-zero although the ranks saved and wrote
+    # "preempted" (the stale record of an earlier launch was cleared before this one started)
+    recorded = read_exit_reason(run, EXIT_WAIT_S if rc == 0 else 0.0)
+    if rc != 0 and recorded == "preempted":
+        rc = 0
     if rc == 0:
-        reason = read_exit_reason(run, EXIT_WAIT_S)
+        reason = recorded
         if reason is None:
             # torchrun's 0 means every rank returned normally: finished, or stopped because we asked
             reason = "preempted" if stopper.signal_name else "finished"

@@ -50,10 +50,23 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def _device() -> torch.device:
+    """Where collectives run: NCCL takes CUDA tensors only."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def _any_rank(flag: bool) -> bool:
-    t = torch.tensor([1.0 if flag else 0.0])
+    t = torch.tensor([1.0 if flag else 0.0], device=_device())
     dist.all_reduce(t)
     return t.item() > 0
+
+
+def _from_rank0(value_on_rank0):
+    """Rank 0's value on every rank: listings of a shared filesystem may differ between nodes for a moment
+    (NFS attribute caches), and they decide which collectives run."""
+    box = [value_on_rank0 if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _fault_kill_in_save(step: int, rank: int) -> None:
@@ -93,8 +106,8 @@ def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str,
             error = exc
     failed = _any_rank(error is not None)
     if not failed:  # every rank checksums a share of the files; rank 0 writes the manifest
+        names = _from_rank0(files.payload_files(tmp) if rank == 0 else None)
         try:
-            names = files.payload_files(tmp)
             mine = files.describe_files(tmp, names[rank::world])
         except OSError as exc:
             error, mine = exc, {}
@@ -109,10 +122,15 @@ def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str,
             if final.exists():  # saved again after a rollback: the newer one replaces it
                 files.remove_tree(final)
             os.replace(tmp, final)
-            files.fsync_dir(root)
-            atomic_write(root / LATEST, tag)
         except OSError as exc:
             error = exc
+        else:  # published: what follows is bookkeeping, and its failure must not disown the checkpoint
+            try:
+                files.fsync_dir(root)
+                atomic_write(root / LATEST, tag)
+            except OSError as exc:
+                print(f"warning: checkpoint {final} is published but {root / LATEST} was not updated: {exc}",
+                      file=sys.stderr, flush=True)
     failed = _any_rank(error is not None)
     if failed:
         if rank == 0:
@@ -147,13 +165,18 @@ def verify(folder: Path, mode: str = "sha256", share: tuple[int, int] = (0, 1)) 
     return files.verify_files(folder, manifest, names[share[0]::share[1]], mode)
 
 
-def select_for_resume(root: Path, mode: str = "sha256", report=print) -> Path | None:
-    """Collective when torch.distributed is up: the newest checkpoint that passes verification, the
-    ranks sharing the checksum work. A bad one is reported (and a failure report written beside the
-    run) and the one before it is tried."""
+def select_for_resume(root: Path, mode: str = "sha256", report=print, max_step: int | None = None) -> Path | None:
+    """Collective when torch.distributed is up: the newest checkpoint (at most `max_step`) that passes
+    verification, the ranks sharing the checksum work. A bad one is reported (console and a failure
+    report beside the run), renamed `corrupt-step_N` (so retention never counts it as a keeper) and the
+    one before it is tried. Checkpoints exist but none verifies: an error, never a silent fresh start."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    for folder in reversed(published(root)):
+    candidates = [p for p in published(root) if max_step is None or files.step_of(p) <= max_step]
+    if distributed:
+        candidates = _from_rank0(candidates)
+    rejected = []
+    for folder in reversed(candidates):
         problems = verify(folder, mode, (rank, world))
         if distributed:
             gathered: list[list[str]] = [[] for _ in range(world)]
@@ -161,11 +184,18 @@ def select_for_resume(root: Path, mode: str = "sha256", report=print) -> Path | 
             problems = [p for share in gathered for p in share]
         if not problems:
             return folder
+        rejected.append(folder)
         if rank == 0:
-            message = (f"checkpoint {folder} failed verification ({'; '.join(problems[:5])}): "
-                       f"resuming from the one before it")
-            report(message)
+            report(f"checkpoint {folder} failed verification ({'; '.join(problems[:5])}): "
+                   f"resuming from the one before it")
             write_failure(root.parent, "corrupt-checkpoint", {"checkpoint": str(folder), "problems": problems})
+            os.replace(folder, folder.with_name(f"corrupt-{folder.name}"))
+        if distributed:
+            dist.barrier()
+    if rejected:
+        raise RuntimeError(f"every checkpoint under {root} failed verification ({', '.join(p.name for p in rejected)}, "
+                           f"now renamed corrupt-*): refusing to start over from step 0; resume from a named one "
+                           f"with --resume PATH or move them away")
     return None
 
 
@@ -180,7 +210,7 @@ def write_failure(run_dir: Path, kind: str, details: dict) -> None:
         print(f"warning: cannot write a {kind} report into {folder}: {exc}", file=sys.stderr, flush=True)
 
 
-def resolve_resume(resume: str | None, root: Path, verify_mode: str = "size") -> Path | None:
+def resolve_resume(resume: str | None, root: Path, verify_mode: str = "sha256") -> Path | None:
     """`None`/"none" -> fresh start; "auto" -> newest complete one that verifies (or fresh); a path ->
     that checkpoint, which must be complete and verify."""
     if resume in (None, "", "none"):

@@ -104,6 +104,7 @@ class FaultConfig(Strict):
     outlier_window: int = Field(50, ge=5, description="recent steps the outlier test compares against")
     outlier_min_history: int = Field(20, ge=3, description="steps seen before the outlier test starts")
     max_consecutive_skips: int = Field(3, ge=1, description="then roll back to the newest checkpoint")
+    max_rollbacks: int = Field(3, ge=0, description="rollbacks in one attempt before the job stops with a report")
     init_timeout_s: float = Field(900.0, gt=0, description="hang detection: the longest start-up or first steps")
     step_timeout_s: float = Field(300.0, gt=0, description="hang detection: the longest step after the first ones")
     timeout_after_steps: int = Field(2, ge=1, description="steps run under init_timeout_s before step_timeout_s")

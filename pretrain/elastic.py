@@ -30,6 +30,7 @@ def needs_universal(folder: Path, saved_world: int, world: int, zero_stage: int)
 def prepare_universal(folder: Path) -> str:
     """Collective: the universal form of `folder` exists on return; returns its tag (sub-folder name)."""
     target = folder / UNIVERSAL
+    error = None
     if dist.get_rank() == 0 and not (target / "zero").is_dir():
         tmp = folder / f".{UNIVERSAL}-tmp"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -38,12 +39,22 @@ def prepare_universal(folder: Path) -> str:
                                str(folder), "--output_folder", str(tmp), "--inject_missing_state"],
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"converting {folder} to a universal checkpoint failed:\n{proc.stderr[-3000:]}")
-        for states in folder.glob("mp_rank_*_model_states.pt"):  # module weights and our client state
-            shutil.copy2(states, tmp / states.name)
-        tmp.rename(target)
-    dist.barrier()
+            error = f"converting {folder} to a universal checkpoint failed:\n{proc.stderr[-3000:]}"
+        else:
+            for states in folder.glob("mp_rank_*_model_states.pt"):  # module weights and our client state
+                shutil.copy2(states, tmp / states.name)
+            tmp.rename(target)
+    box = [error]
+    dist.broadcast_object_list(box, src=0)  # every rank fails with rank 0, none waits for it forever
+    if box[0]:
+        raise RuntimeError(box[0])
     return UNIVERSAL
+
+
+def set_universal_loading(engine, universal: bool) -> None:
+    """DeepSpeed reads the checkpoint layout from its config at each load; a rollback after an elastic
+    resume loads a checkpoint of the other layout than the one the run started from."""
+    engine._config.load_universal_checkpoint = universal
 
 
 def quiet():

@@ -28,7 +28,7 @@ from launcher.config import WordpoolConfig
 from pretrain import checkpoint, elastic
 from pretrain.data import (LoaderPosition, clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
                            split_has_samples)
-from pretrain.engine import TOKENIZER_OF, build_engine, check_shards, grad_accum_for, warmup_cosine  # noqa: F401
+from pretrain.engine import build_engine, check_shards, grad_accum_for, warmup_cosine
 from pretrain.eval_hooks import VAL_KINDS, EvalRunner, EvalSchedule, default_hooks
 from pretrain.evaluate import WordScorer, to_device
 from pretrain.guard import StepGate, UpdateGuard
@@ -66,17 +66,31 @@ def _die_with_parent() -> None:
 
 
 def _init_process_group(backend: str) -> None:
-    """Under torchrun the ranks meet in the agent's store, which outlives a restart of the worker group.
-    torch.distributed's env:// set-up adds no per-restart prefix to its keys, so a restarted rank could read
-    a dead predecessor's gloo address (the chaos test saw "Connection refused" loops): prefix them with
-    torchrun's restart count."""
+    """Under torchrun the ranks meet in the agent's store, which outlives a restart of the worker group, and
+    torch.distributed's env:// set-up puts no per-restart prefix on its keys: a restarted rank could read a
+    dead predecessor's gloo address (the chaos test saw "Connection refused" loops). So rank 0 hosts a fresh
+    store for the process group and publishes its port in the agent's store; the others connect, and a
+    port that refuses them was a dead attempt's: they read the key again. (torchrun's restart count cannot
+    name the attempt: each node counts its own restarts.)"""
     if dist.is_initialized() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         return
-    world = int(os.environ["WORLD_SIZE"])
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False)
-    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group(backend, store=dist.PrefixStore(f"wordpool/restart_{restart}", store),
-                            rank=int(os.environ["RANK"]), world_size=world)
+    from datetime import timedelta
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    host = os.environ["MASTER_ADDR"]  # the node of global rank 0
+    agent = dist.TCPStore(host, int(os.environ["MASTER_PORT"]), world, is_master=False)
+    if rank == 0:
+        store = dist.TCPStore(host, 0, world, is_master=True, wait_for_workers=False)
+        agent.set("wordpool/pg_store_port", str(store.port))
+    else:
+        while True:
+            port = int(agent.get("wordpool/pg_store_port"))  # waits until some attempt's rank 0 wrote it
+            try:
+                store = dist.TCPStore(host, port, world, is_master=False, timeout=timedelta(seconds=5))
+                break
+            except (RuntimeError, OSError):
+                time.sleep(0.5)  # a dead attempt's port: the new rank 0 has not published yet
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world)
 
 
 def _lock_run_dir(run_dir: Path):
@@ -96,7 +110,9 @@ def _write_json(path: Path, record: dict) -> None:
 
 def _restore(engine, folder: Path, world: int, zero_stage: int) -> dict:
     """Collective: load `folder`, through its universal form when the world size changed."""
-    if elastic.needs_universal(folder, checkpoint.saved_world_size(folder), world, zero_stage):
+    universal = elastic.needs_universal(folder, checkpoint.saved_world_size(folder), world, zero_stage)
+    elastic.set_universal_loading(engine, universal)
+    if universal:
         tag = elastic.prepare_universal(folder)
         with elastic.quiet():
             return checkpoint.load(engine, folder, tag=tag)
@@ -127,6 +143,9 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock_run_dir(run_dir)
         checkpoint.files.remove_stale_temporaries(ckpt_root)
+        # an earlier job's records; `wordpool launch` rewrites a stop request of its own within a second
+        for stale in ("stop", "exit.json"):
+            (run_dir / "control" / stale).unlink(missing_ok=True)
     dist.barrier()
     watchdog = Watchdog(run_dir, rank, world, f.init_timeout_s, f.step_timeout_s, f.io_timeout_s,
                         f.timeout_after_steps).start()
@@ -268,13 +287,14 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
                 values["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             logger.log("train", step, values)
         if guard.consecutive >= f.max_consecutive_skips:
-            step = _roll_back(engine, state, guard, ckpt_root, t, world, watchdog, logger, step)
+            step = _roll_back(engine, state, guard, ckpt_root, t, world, watchdog, logger, step, f.max_rollbacks)
             continue
         saved = False
         if step % t.checkpoint_every == 0 or step == t.steps or preempted:
             watchdog.beat(step, "checkpoint")
             saved = _save(engine, ckpt_root, step, state, cfg, logger, must=step == t.steps or preempted)
-        run_evals(step, schedule.due(step, flags[3:].tolist(), saved))
+        if not preempted or step == t.steps:  # a preemption's grace period is for the checkpoint
+            run_evals(step, schedule.due(step, flags[3:].tolist(), saved))
         if kill_at and step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
         if preempted:
@@ -282,13 +302,13 @@ def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
                 print(f"stop requested: checkpoint saved at step {step}, exiting", flush=True)
             break
     watchdog.beat(step, "checkpoint")
-    if rank == 0:
-        _write_json(run_dir / "control" / "exit.json", {"reason": "finished" if step >= t.steps else "preempted",
-                                                        "step": step, "time": time.time()})
     if logger:
         logger.close()
     dist.barrier()
     watchdog.stop()
+    if rank == 0:  # after every rank's last heartbeat: `wordpool status` reads this as the end
+        _write_json(run_dir / "control" / "exit.json", {"reason": "finished" if step >= t.steps else "preempted",
+                                                        "step": step, "time": time.time()})
     if lock:
         lock.close()
     dist.destroy_process_group()
@@ -318,16 +338,20 @@ def _save(engine, root: Path, step: int, state: dict, cfg: WordpoolConfig, logge
 
 
 def _roll_back(engine, state: dict, guard: UpdateGuard, root: Path, t, world: int, watchdog, logger,
-               step: int) -> int:
+               step: int, max_rollbacks: int) -> int:
     """After too many skipped updates in a row: back to the newest good checkpoint. The data position
     keeps going forward, so the batches that caused the trouble are not replayed."""
     watchdog.beat(step, "rollback")
-    folder = checkpoint.resolve_resume("auto", root, t.verify_checkpoints)
-    if folder is None:
-        raise RuntimeError(f"{guard.consecutive} updates in a row were skipped at step {step} and there is no "
-                           f"checkpoint to roll back to")
-    restored = _restore(engine, folder, world, t.zero_stage)
     rollbacks = state.get("rollbacks", 0) + 1
+    # skipped updates leave the weights alone: a checkpoint saved during the streak holds the same weights
+    folder = checkpoint.select_for_resume(root, t.verify_checkpoints, max_step=step - guard.consecutive)
+    if folder is None or rollbacks > max_rollbacks:
+        why = (f"rollback {rollbacks} exceeds fault.max_rollbacks={max_rollbacks}" if folder is not None
+               else "there is no checkpoint from before them to roll back to")
+        if logger:
+            checkpoint.write_failure(root.parent, "rollbacks-exhausted", {"step": step, "why": why})
+        raise RuntimeError(f"{guard.consecutive} updates in a row were skipped at step {step} and {why}")
+    restored = _restore(engine, folder, world, t.zero_stage)
     state.update(step=restored["step"], flops=restored["flops"], text_bytes=restored["text_bytes"],
                  rollbacks=rollbacks)
     guard.consecutive = 0
