@@ -86,7 +86,7 @@ def _init_process_group(backend: str) -> None:
         while True:
             port = int(agent.get("wordpool/pg_store_port"))  # waits until some attempt's rank 0 wrote it
             try:
-                store = dist.TCPStore(host, port, world, is_master=False, timeout=timedelta(seconds=5))
+                store = dist.TCPStore(host, port, world, is_master=False, timeout=timedelta(seconds=2))
                 break
             except (RuntimeError, OSError):
                 time.sleep(0.5)  # a dead attempt's port: the new rank 0 has not published yet
