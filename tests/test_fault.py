@@ -50,6 +50,14 @@ def _heartbeats(run_dir: Path) -> list[dict]:
     return out
 
 
+def _attempt_logged(run_dir: Path, restart: int) -> bool:
+    """Rank 0 logged this attempt (a line being written is no record yet)."""
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        if '"kind": "attempt"' in line and line.endswith("}") and json.loads(line)["restart"] == restart:
+            return True
+    return False
+
+
 def test_eval_and_generate_from_the_final_checkpoint(reference):
     final = reference / "checkpoints" / f"step_{STEPS:08d}"
     ev = wordpool("eval", "--checkpoint", str(final))
@@ -90,12 +98,19 @@ def test_chaos_sigkill_at_five_moments_resumes_bitwise(shards, reference, tmp_pa
             latest = checkpoint.find_latest(run / "checkpoints")
             resumed = int(latest.name.removeprefix("step_")) if latest else 0
             target = rng.randint(resumed + 1, STEPS - 2)  # before the last checkpoint: the job is not over yet
-            while not any(b["step"] >= target for b in beats(("step", "sync"))):
+            # rank 1 may start the step before rank 0 logged its `attempt` record: wait for both
+            while True:
                 assert proc.poll() is None and time.time() < deadline, f"attempt {restart} never reached {target}"
+                training = [b for b in beats(("step", "sync")) if b["step"] >= target]
+                if training and _attempt_logged(run, restart):
+                    time.sleep(rng.uniform(0.0, 0.05))
+                    victim = rng.choice(training)
+                    try:
+                        os.kill(victim["pid"], signal.SIGKILL)
+                        break
+                    except ProcessLookupError:  # a heartbeat of a rank that is already gone
+                        pass
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.05))
-            victim = rng.choice(beats())
-            os.kill(victim["pid"], signal.SIGKILL)
             kills.append(f"rank {victim['rank']} at step {victim['step']} ({victim['phase']})")
         proc.wait(timeout=600)
     finally:
