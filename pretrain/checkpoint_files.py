@@ -63,9 +63,8 @@ def payload_files(folder: Path) -> list[str]:
                   and "universal" not in p.relative_to(folder).parts)
 
 
-def describe_files(folder: Path, names: list[str], checksums: bool = True) -> dict[str, dict]:
-    return {name: {"bytes": (folder / name).stat().st_size,
-                   **({"sha256": sha256_of(folder / name)} if checksums else {})} for name in names}
+def describe_files(folder: Path, names: list[str]) -> dict[str, dict]:
+    return {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)} for name in names}
 
 
 def write_manifest(folder: Path, step: int, world_size: int, files: dict[str, dict]) -> None:

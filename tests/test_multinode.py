@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from test_word_scoring import _prepare_without_ray
+
 ROOT = Path(__file__).resolve().parents[1]
 SUBNET = "10.231.7"  # node i gets SUBNET.(i+1)/24 inside its own namespace: never visible on this machine
 RDZV_PORT = 29611  # in node 0's namespace, so no clash with anything listening on this machine
@@ -102,21 +104,6 @@ def nodes(tmp_path):
         for name in created:
             _kill_everything_in(name)
             _ip("netns", "del", name, check=False)  # takes its end of the veth pair, and so the pair, with it
-
-
-def _prepare_without_ray(cfg) -> None:
-    """run_prepare with every unit done in this process first, so it resumes and starts no Ray cluster
-    (as in test_word_scoring.py: starting Ray costs tens of seconds here)."""
-    from data_pipeline.job import _start_or_resume, _train_tokenizer, job_record, run_prepare
-    from data_pipeline.output import OutputRoot
-    from data_pipeline.unit import process_unit
-
-    out = OutputRoot(cfg.output)
-    _start_or_resume(out, job_record(cfg, cfg.inputs), force=False)
-    tokenizer_json = _train_tokenizer(cfg, cfg.inputs, out)
-    for unit, path in enumerate(cfg.inputs):
-        process_unit({"unit": unit, "path": path}, cfg, cfg.output, tokenizer_json)
-    run_prepare(cfg)
 
 
 @pytest.fixture(scope="module")
