@@ -198,7 +198,7 @@ def _warm_workers(workers: int) -> int:
 def measure_ray_job(parts: list[str], settings: BenchSettings, workdir: Path) -> dict[str, Any]:
     import ray
 
-    from data_pipeline.config import DataConfig
+    from schema import DataConfig
     from data_pipeline.job import run_prepare
 
     if ray.is_initialized():

@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any, Callable
 
-from data_pipeline.config import DataConfig, UserError
+from schema import DataConfig, UserError
 from data_pipeline.documents import Document, read_file
 from data_pipeline.shard_format import SPLITS
 from data_pipeline.sources import expand_inputs, filesystem_for

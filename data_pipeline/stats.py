@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from data_pipeline.config import DataConfig
+from schema import DataConfig
 from data_pipeline.shard_format import SPLITS
 from data_pipeline.unit import WORDS_PER_DOC_BINS, unit_name
 

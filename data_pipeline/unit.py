@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from data_pipeline.config import DataConfig
+from schema import DataConfig
 from data_pipeline.documents import Document, Rejected, read_file
 from data_pipeline.output import OutputRoot
 from data_pipeline.segment import SegmentedBatch, segment_batch

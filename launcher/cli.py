@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_pipeline.config import UserError
-from launcher.config import ConfigError, WordpoolConfig, load_config
+from schema import ConfigError, UserError, WordpoolConfig, load_config
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -46,11 +45,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if not under_torchrun():
         if args.resume not in (None, "auto", "none"):  # a bad path fails here, not after N ranks started
-            from pretrain.checkpoint import resolve_resume
+            from pretrain.checkpoint.store import resolve_resume
 
             resolve_resume(args.resume, Path(cfg.train.run_dir) / "checkpoints")
         return launch_local(args.argv, args.nproc or default_nproc())
-    from pretrain.train import train
+    from pretrain.training.trainer import train
 
     train(cfg, args.resume)
     _exit_fast()
@@ -87,7 +86,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("give --checkpoint PATH (one checkpoint) or --watch RUN_DIR (each new one of a run)")
     if args.once or args.timeout is not None or args.poll_seconds is not None:
         raise ValueError("--once, --timeout and --poll-seconds go with --watch")
-    from pretrain.inference import eval_checkpoint
+    from pretrain.inference.loading import eval_checkpoint
 
     record = eval_checkpoint(args.checkpoint, args.data_dir, args.max_batches)
     print(f"step {record['step']}: val bits/byte {record['val_bpb']:.4f}, next-word accuracy "
@@ -104,14 +103,14 @@ def _watch(args: argparse.Namespace) -> int:
         raise ValueError("--checkpoint and --watch exclude each other")
     if (args.poll_seconds is not None and args.poll_seconds <= 0) or (args.timeout is not None and args.timeout <= 0):
         raise ValueError("--poll-seconds and --timeout must be positive")
-    from pretrain.watch import WatchSettings, watch
+    from pretrain.evaluation.watcher import WatchSettings, watch
 
     return watch(WatchSettings(Path(args.watch), args.poll_seconds or 30.0, args.max_batches, args.timeout,
                                args.once, args.data_dir))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from pretrain.inference import generate_text, load_model
+    from pretrain.inference.loading import generate_text, load_model
 
     loaded = load_model(args.checkpoint)
     print(args.prompt, end="", flush=True)
@@ -122,7 +121,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pretrain.export import export_checkpoint, read_export_config, resolve_checkpoint
+    from pretrain.inference.export import export_checkpoint, read_export_config, resolve_checkpoint
 
     source = resolve_checkpoint(args.checkpoint)
     out = export_checkpoint(source, args.out, force=args.force)
@@ -133,10 +132,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from launcher.compare_config import load_compare_config
+    from launcher.compare.config import load_compare_config
 
     cfg = load_compare_config(args.config, args.overrides)  # validated before anything heavy is imported
-    from launcher.compare import compare
+    from launcher.compare.run import compare
 
     compare(cfg, Path(args.out) if args.out else None)
     return 0
@@ -160,7 +159,7 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    from pretrain.bench_train import MODELS, print_report, run_bench
+    from pretrain.training.throughput_bench import MODELS, print_report, run_bench
 
     models = args.models.split(",")
     unknown = sorted(set(models) - set(MODELS))

@@ -84,7 +84,7 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def run_launch(args: argparse.Namespace) -> int:
     _check_flags(args)
-    from launcher.config import load_config
+    from schema import load_config
 
     cfg = load_config(args.config, args.overrides)  # a bad config fails here, before anything starts
     if args.hostfile:

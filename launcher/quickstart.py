@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from launcher.config import load_config
+from schema import load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 PROMPT = "The built-in function"
@@ -50,8 +50,8 @@ def quickstart(out: str, overrides: list[str] | None = None, nproc: int = 2) -> 
         print(f"training failed with exit code {code}")
         return code
 
-    from pretrain.checkpoint import find_latest
-    from pretrain.inference import eval_checkpoint, generate_text, load_model
+    from pretrain.checkpoint.store import find_latest
+    from pretrain.inference.loading import eval_checkpoint, generate_text, load_model
 
     latest = find_latest(out / "run" / "checkpoints")
     print(f"== 4/4 evaluate and generate from {latest}", flush=True)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from launcher.run_records import (WATCH_LOG, check_run_dir, complete_checkpoints, last_per_step, of_kind, read_json,
+from pretrain.run_dir import (WATCH_LOG, check_run_dir, complete_checkpoints, last_per_step, of_kind, read_json,
                                   read_jsonl, run_config, step_of)
 
 # the trainer's hang limits (fault.*_timeout_s defaults): a rank silent for longer is dead or about to be

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from launcher.run_records import WATCH_LOG, last_per_step, of_kind, read_jsonl
+from pretrain.run_dir import WATCH_LOG, last_per_step, of_kind, read_jsonl
 
 
 def plot_status(run_dir: Path, path: Path) -> None:

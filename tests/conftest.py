@@ -29,7 +29,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def shards(ray_cluster, corpora, tmp_path_factory):
     """Small word shards (English UD sentences) shared by every training test in the session."""
-    from data_pipeline.config import DataConfig
+    from schema import DataConfig
     from data_pipeline.job import run_prepare
 
     out = tmp_path_factory.mktemp("shards")

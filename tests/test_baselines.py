@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.config import DataConfig
+from schema import DataConfig
 from data_pipeline.job import run_prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +68,8 @@ def test_baseline_refuses_shards_of_another_tokenizer(token_shards, tmp_path):
 
 
 def test_bench_train_reports_three_models(ray_cluster, corpora, tmp_path):
-    from launcher.config import load_config
-    from pretrain.bench_train import prepare_data
+    from schema import load_config
+    from pretrain.training.throughput_bench import prepare_data
 
     slice_file = tmp_path / "slice.txt"
     slice_file.write_bytes((corpora / "tinyshakespeare.txt").read_bytes()[:60_000])

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher.config import ConfigError
-from launcher.compare_config import load_compare_config
+from schema import ConfigError
+from launcher.compare.config import load_compare_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

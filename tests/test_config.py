@@ -1,6 +1,6 @@
 import pytest
 
-from launcher.config import ConfigError, load_config
+from schema import ConfigError, load_config
 
 
 def _write(tmp_path, text):

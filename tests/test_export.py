@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from data_pipeline.config import DataConfig
+from schema import DataConfig
 from data_pipeline.job import run_prepare
 from test_train import train, wordpool
 
@@ -47,8 +47,8 @@ def _batch(cfg, seed=0):
 
 
 def test_export_matches_the_deepspeed_checkpoint(zero3_run, exported):
-    from pretrain import checkpoint
-    from pretrain.export import load_exported, sha256_file
+    from pretrain.checkpoint import store as checkpoint
+    from pretrain.inference.export import load_exported, sha256_file
     from pretrain.models import build_model
 
     source = zero3_run / "checkpoints" / "step_00000002"
@@ -77,8 +77,8 @@ def test_export_matches_the_deepspeed_checkpoint(zero3_run, exported):
 def test_loading_an_export_does_not_import_deepspeed(exported):
     code = (
         "import sys\n"
-        "from pretrain.export import load_exported\n"
-        "from pretrain.inference import load_model, checkpoint_step\n"
+        "from pretrain.inference.export import load_exported\n"
+        "from pretrain.inference.loading import load_model, checkpoint_step\n"
         f"model, cfg = load_exported({str(exported)!r})\n"
         f"model2, _ = load_model({str(exported)!r})\n"
         f"assert checkpoint_step({str(exported)!r}) == 2\n"
@@ -88,7 +88,7 @@ def test_loading_an_export_does_not_import_deepspeed(exported):
 
 
 def test_overwrite_refused_unless_forced(zero3_run, exported, tmp_path):
-    from pretrain.export import export_checkpoint, load_exported
+    from pretrain.inference.export import export_checkpoint, load_exported
 
     before = (exported / "model.safetensors").read_bytes()
     with pytest.raises(ValueError, match="not empty"):
@@ -114,7 +114,7 @@ def test_overwrite_refused_unless_forced(zero3_run, exported, tmp_path):
 
 
 def test_incomplete_or_missing_checkpoint_refused(tmp_path):
-    from pretrain.export import export_checkpoint
+    from pretrain.inference.export import export_checkpoint
 
     half = tmp_path / "checkpoints" / "step_00000004"
     half.mkdir(parents=True)

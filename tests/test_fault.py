@@ -71,7 +71,7 @@ def test_eval_and_generate_from_the_final_checkpoint(reference):
 def test_chaos_sigkill_at_five_moments_resumes_bitwise(shards, reference, tmp_path):
     """`wordpool launch` restarts the job after each SIGKILL (one of them inside a checkpoint write);
     every step's loss, in every attempt, equals the uninterrupted run's bit for bit."""
-    from pretrain import checkpoint
+    from pretrain.checkpoint import store as checkpoint
 
     run, fired = tmp_path / "chaos", tmp_path / "kill-in-save.fired"
     seed = random.randrange(1 << 16)
@@ -165,7 +165,7 @@ def small_disk(tmp_path):
 
 
 def test_corrupt_newest_checkpoint_and_disk_full(shards, small_disk):
-    from pretrain import checkpoint
+    from pretrain.checkpoint import store as checkpoint
 
     run = small_disk / "run"
     first = train(shards, run, 2, "train.steps=4", "train.checkpoint_every=2", "train.eval_every=100")
@@ -252,7 +252,7 @@ def test_hang_is_detected_and_reported(shards, tmp_path):
 
 
 def test_update_guard_skips_outliers_only_after_history():
-    from pretrain.guard import UpdateGuard
+    from pretrain.training.update_guard import UpdateGuard
 
     guard = UpdateGuard(skip_nonfinite=True, outlier_sigma=6.0, window=50, min_history=5)
     assert guard.reason_to_skip(100.0, 1.0) is None  # no history yet: a high early loss is normal
@@ -272,7 +272,7 @@ def test_update_guard_skips_outliers_only_after_history():
 
 
 def test_retention_keeps_last_k_and_permanent(tmp_path):
-    from pretrain import checkpoint_files as files
+    from pretrain.checkpoint import manifest as files
 
     for step in range(1, 11):
         folder = tmp_path / files.tag_for(step)

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from pretrain.config import ModelConfig, StackConfig
-from pretrain.model import EOD, EOW, PAD, POOL, VOCAB, WordPooledLM
+from schema import ModelConfig, StackConfig
+from pretrain.models.word_pooled import EOD, EOW, PAD, POOL, VOCAB, WordPooledLM
 
 L, W = 8, 8
 
@@ -178,7 +178,7 @@ def test_generate_never_emits_special_ids():
 
 
 def test_chunked_attention_matches(monkeypatch):
-    import pretrain.layers as pm
+    import pretrain.models.layers as pm
     model = make_model()
     words, lens, _ = random_batch()
     ref = model.decoder_logits(words, lens)
@@ -304,7 +304,7 @@ def test_word_scorer_counts_hand_made_predictions(monkeypatch):
 def test_flop_counter_matches_torch_for_the_matmuls():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pretrain import flops
+    from pretrain.models import flops
 
     # W words of 4 bytes, no EOD: buckets are exact, so no padded position is computed
     samples = [[b" w%02d" % i for i in range(W)], [b"x%03d" % i for i in range(W)]]
@@ -324,8 +324,8 @@ def test_flop_counter_matches_torch_for_the_matmuls():
 
 
 def flops_attention(model, lens):
-    """The attention part of pretrain.flops.word_pooled's forward count (its 4·d·pairs terms)."""
-    from pretrain import flops
+    """The attention part of pretrain.models.flops.word_pooled's forward count (its 4·d·pairs terms)."""
+    from pretrain.models import flops
 
     saved = flops.stack_forward
     try:
@@ -349,7 +349,7 @@ def flops_attention(model, lens):
 
 @pytest.mark.parametrize("layout", ["bucketed", "packed"])
 def test_activation_checkpointing_gives_the_same_gradients(layout):
-    from pretrain.layers import set_activation_checkpointing
+    from pretrain.models.layers import set_activation_checkpointing
 
     words, lens, text = random_batch()
     plain = make_model(pooling="latent", layout=layout).train()

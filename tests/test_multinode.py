@@ -110,7 +110,7 @@ def nodes(tmp_path):
 def node_shards(corpora, tmp_path_factory):
     """The data of conftest's `shards`, prepared without Ray: run alone, this test would otherwise spend ~45 s
     starting a Ray cluster on a loaded 2-core machine."""
-    from data_pipeline.config import DataConfig
+    from schema import DataConfig
 
     out = tmp_path_factory.mktemp("mn_shards")
     _prepare_without_ray(DataConfig(inputs=[str(corpora / "ud" / "en_ewt-dev.txt")], output=str(out),

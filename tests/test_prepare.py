@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from data_pipeline.config import DataConfig
+from schema import DataConfig
 from data_pipeline.job import run_prepare
 from data_pipeline.reader import iter_samples, rebuild_sources
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from data_pipeline.config import DataConfig
+from schema import DataConfig
 from data_pipeline.job import JobMismatch, run_prepare
 from data_pipeline.reader import dataset_dirs, document_splits, iter_samples, rebuild_sources
 from data_pipeline.stats import read_word_freq

@@ -274,7 +274,7 @@ def test_s3_globs_and_errors(s3):
 
 def test_prepare_from_s3_to_s3(s3, corpus, ray_cluster, tmp_path):
     """The whole Ray job with object storage on both sides; a rerun finds every unit done remotely."""
-    from data_pipeline.config import DataConfig
+    from schema import DataConfig
     from data_pipeline.job import run_prepare
     from data_pipeline.reader import rebuild_sources
 

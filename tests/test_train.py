@@ -39,7 +39,7 @@ def records(run_dir, kind="train"):
 
 
 def test_checkpoint_selection_skips_incomplete(tmp_path):
-    from pretrain.checkpoint import COMPLETE, LATEST, find_latest, resolve_resume
+    from pretrain.checkpoint.store import COMPLETE, LATEST, find_latest, resolve_resume
 
     root = tmp_path / "checkpoints"
     for step, complete in ((2, True), (4, True), (6, False)):
@@ -63,7 +63,7 @@ def test_resume_from_a_missing_checkpoint_fails_before_launch(tmp_path):
 
 
 def test_training_path_does_not_import_ray():
-    code = ("import sys, pretrain.train, pretrain.inference, launcher.cli; "
+    code = ("import sys, pretrain.training.trainer, pretrain.inference.loading, launcher.cli; "
             "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -116,7 +116,7 @@ def test_ranks_die_with_a_sigkilled_launcher(shards, tmp_path):
 def test_jobs_starting_together_claim_distinct_streaming_prefixes(shards, tmp_path):
     """Streaming picks its shared-memory prefix by scanning then creating; concurrent jobs on one machine
     used to collide (FileExistsError '/000123_locals'). Four evaluations start at once: all must work."""
-    script = ("import sys; from pretrain.data import make_loader, sample_encoder; "
+    script = ("import sys; from pretrain.training.loader import make_loader, sample_encoder; "
               "ds, loader = make_loader(sys.argv[1] + '/val', sample_encoder(sys.argv[1]), 2, False, 0, 1, 0, False); "
               "print(sum(1 for _ in loader))")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(shards)], stdout=subprocess.PIPE,

@@ -111,7 +111,7 @@ def test_watcher_picks_up_checkpoints_of_a_running_training(watched, shards, tmp
 
 
 def test_checkpoint_deleted_before_or_during_evaluation_is_skipped(tmp_path, capsys):
-    from pretrain.watch import evaluate_checkpoint
+    from pretrain.evaluation.watcher import evaluate_checkpoint
 
     assert evaluate_checkpoint(tmp_path / "checkpoints" / "step_00000002") is None
     assert "deleted while being evaluated" in capsys.readouterr().err
@@ -202,7 +202,7 @@ def troubled_run(tmp_path):
 
 
 def test_status_of_a_run_with_restarts_skips_and_rollbacks(troubled_run):
-    from launcher.run_records import last_per_step, of_kind, read_jsonl
+    from pretrain.run_dir import last_per_step, of_kind, read_jsonl
 
     s = status_json(troubled_run)
     assert (s["step"], s["total_steps"]) == (8, 20)

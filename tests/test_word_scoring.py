@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from data_pipeline.bpe import EOD_TOKEN, load_bpe, train_bpe
-from data_pipeline.config import DataConfig
+from schema import DataConfig
 from data_pipeline.job import run_prepare
 from data_pipeline.reader import iter_samples, rebuild_documents
 from data_pipeline.stats import WORD_FREQ_FILE, read_word_freq
-from pretrain.word_scoring import (BucketCounts, FrequencyBuckets, bpe_byte_table, data_config,
+from pretrain.evaluation.word_scoring import (BucketCounts, FrequencyBuckets, bpe_byte_table, data_config,
                                    sample_starts_at_document, score_token_predictions, token_byte_table)
 
 BYTES = [bytes([i]) for i in range(256)] + [None]

@@ -1,7 +1,7 @@
 """Checkpoint folders on disk: the manifest (size + sha256 of every file), its verification, and the
 retention policy (keep the newest K, plus a permanent one every P steps).
 
-Pure file work, no torch.distributed: the collective parts live in pretrain/checkpoint.py.
+Pure file work, no torch.distributed: the collective parts live in pretrain/checkpoint/store.py.
 """
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from launcher.config import WordpoolConfig, validate
-from pretrain import checkpoint
+from schema import WordpoolConfig, validate
+from pretrain.checkpoint import store as checkpoint
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.layers import Stack
+from pretrain.models.layers import Stack
 
 
 def stack_forward(stack: Stack, positions: float, pairs: float) -> float:
@@ -18,7 +18,7 @@ def stack_forward(stack: Stack, positions: float, pairs: float) -> float:
 
 
 def word_pooled(model, word_lens: torch.Tensor) -> float:
-    """word_lens [B, W] symbols per word (0 = absent); see pretrain.model for the architecture."""
+    """word_lens [B, W] symbols per word (0 = absent); see pretrain.models.word_pooled for the architecture."""
     lens = word_lens.double()
     present = (lens > 0).double()
     p, enc, dec = model.p, model.encoder, model.decoder

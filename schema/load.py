@@ -11,8 +11,10 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
-from data_pipeline.config import DataConfig, Strict, UserError
-from pretrain.config import EvalHookConfig, FaultConfig, ModelConfig, TrainConfig, WandbConfig
+from schema.base import Strict, UserError
+from schema.data import DataConfig
+from schema.model import ModelConfig
+from schema.train import EvalHookConfig, FaultConfig, TrainConfig, WandbConfig
 
 
 class WordpoolConfig(Strict):

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from pretrain.config import ModelConfig
+from schema import ModelConfig
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """The word-pooled model, or a byte / BPE baseline on the same backbone (model.kind)."""
     if cfg.kind == "word_pooled":
-        from pretrain.model import WordPooledLM
+        from pretrain.models.word_pooled import WordPooledLM
 
         return WordPooledLM(cfg)
-    from pretrain.token_lm import TokenLM
+    from pretrain.models.token_lm import TokenLM
 
     return TokenLM(cfg)

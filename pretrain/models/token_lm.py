@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 
 from ops import cross_entropy_sum
-from pretrain import flops
-from pretrain.config import ModelConfig
-from pretrain.layers import KVCache, Stack, init_weights
+from pretrain.models import flops
+from schema import ModelConfig
+from pretrain.models.layers import KVCache, Stack, init_weights
 
 PAD_TOKEN = -1
 
@@ -42,7 +42,7 @@ class TokenLM(nn.Module):
         """The same sums as the word-pooled model: nll_sum over every predicted token (tokens 1..T-1,
         end-of-document ids included), n_text_bytes = the text bytes those tokens stand for, so bits
         per byte = nll_sum / ln 2 / n_text_bytes. Next-word accuracy needs the word splitter, so it is
-        scored outside the model (pretrain.word_scoring) from `preds` [B, T-1], the teacher-forced
+        scored outside the model (pretrain.evaluation.word_scoring) from `preds` [B, T-1], the teacher-forced
         argmax, returned with details=True; n_words/n_correct are 0 here."""
         valid = tokens != PAD_TOKEN
         logits = self.head(self.backbone(self.emb(tokens[:, :-1].clamp(min=0)), causal=True))

@@ -3,7 +3,7 @@
 The same metrics for every model kind: bits per UTF-8 text byte from the model's summed NLL, and
 next-word accuracy overall and by the target word's training frequency. The word-pooled model marks
 each predicted word right or wrong itself (greedy bytes + its end-of-word); for the byte and BPE
-baselines the words and their boundaries come from the same splitter (pretrain.word_scoring).
+baselines the words and their boundaries come from the same splitter (pretrain.evaluation.word_scoring).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from pretrain.metrics import stack_sums, summarize
+from pretrain.training.metrics import stack_sums, summarize
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -24,7 +24,7 @@ class WordScorer:
     """Per-word results of evaluation batches -> word counts, overall and per frequency bucket."""
 
     def __init__(self, kind: str, data_dir: str | Path, max_word_bytes: int, split_digits: bool):
-        from pretrain.word_scoring import FrequencyBuckets, token_byte_table
+        from pretrain.evaluation.word_scoring import FrequencyBuckets, token_byte_table
 
         self.kind, self.max_word_bytes, self.split_digits = kind, max_word_bytes, split_digits
         self.table = None if kind == "word_pooled" else token_byte_table(data_dir)
@@ -32,7 +32,7 @@ class WordScorer:
         self.reset()
 
     def reset(self) -> None:
-        from pretrain.word_scoring import BucketCounts
+        from pretrain.evaluation.word_scoring import BucketCounts
 
         self.counts = BucketCounts(self.buckets)
 
@@ -43,7 +43,7 @@ class WordScorer:
             rows, cols = np.nonzero(text[:, 1:] > 0)
             return [(words[b, t + 1, : lens[b, t + 1]].astype(np.uint8).tobytes(), bool(hits[b, t]))
                     for b, t in zip(rows.tolist(), cols.tolist())]
-        from pretrain.word_scoring import score_token_predictions
+        from pretrain.evaluation.word_scoring import score_token_predictions
 
         preds, tokens = out["preds"].cpu().numpy(), batch["tokens"].cpu().numpy()
         pairs = []

@@ -12,9 +12,8 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from data_pipeline.config import DataConfig, Strict
-from launcher.config import ConfigError, _describe, apply_overrides
-from pretrain.config import StackConfig, TrainConfig
+from schema import ConfigError, DataConfig, StackConfig, Strict, TrainConfig, apply_overrides
+from schema.load import _describe
 
 MODEL_KINDS = ("word_pooled", "bytes", "bpe")
 TOKENIZER_OF = {"word_pooled": "words", "bytes": "bytes", "bpe": "bpe"}

@@ -2,8 +2,8 @@
 
 Run under torchrun (`wordpool train` / `wordpool launch` start it): each process is one rank. On CPU,
 DeepSpeed runs with DS_ACCELERATOR=cpu and gloo. Around the loop: resume from the newest checkpoint
-that verifies (on any world size), bad updates skipped and rolled back (pretrain/guard.py), hang
-detection (pretrain/watchdog.py), scheduled evaluations (pretrain/eval_hooks.py), and a checkpoint
+that verifies (on any world size), bad updates skipped and rolled back (pretrain/training/update_guard.py), hang
+detection (pretrain/training/hang_watchdog.py), scheduled evaluations (pretrain/evaluation/hooks.py), and a checkpoint
 then a clean exit on SIGTERM/SIGUSR1 or a stop request. docs/RUN_DIR.md lists what it writes.
 """
 from __future__ import annotations
@@ -24,16 +24,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from launcher.config import WordpoolConfig
-from pretrain import checkpoint, elastic
-from pretrain.data import (LoaderPosition, clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
+from schema import WordpoolConfig
+from pretrain.checkpoint import reshard as elastic
+from pretrain.checkpoint import store as checkpoint
+from pretrain.training.loader import (LoaderPosition, clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
                            split_has_samples)
-from pretrain.engine import build_engine, check_shards, grad_accum_for, warmup_cosine
-from pretrain.eval_hooks import VAL_KINDS, EvalRunner, EvalSchedule, default_hooks
-from pretrain.evaluate import WordScorer, to_device
-from pretrain.guard import StepGate, UpdateGuard
-from pretrain.metrics import MetricsLogger, stack_sums, summarize
-from pretrain.watchdog import Watchdog
+from pretrain.training.engine import build_engine, check_shards, grad_accum_for, warmup_cosine
+from pretrain.evaluation.hooks import VAL_KINDS, EvalRunner, EvalSchedule, default_hooks
+from pretrain.evaluation.validation import WordScorer, to_device
+from pretrain.training.update_guard import StepGate, UpdateGuard
+from pretrain.training.metrics import MetricsLogger, stack_sums, summarize
+from pretrain.training.hang_watchdog import Watchdog
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -1,22 +1,11 @@
-"""Schema of the `data` section: how raw corpora become word-segmented MDS shards.
-
-Pure pydantic, no Ray import: the training side reads this schema too.
-"""
+"""Schema of the `data` section: how raw corpora become word-segmented MDS shards."""
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-
-class UserError(ValueError):
-    """A problem with what the user asked for; commands print its message alone, without a traceback."""
-
-
-class Strict(BaseModel):
-    """Base for every config section: unknown keys are errors, values are checked on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from schema.base import Strict
 
 
 class DataConfig(Strict):

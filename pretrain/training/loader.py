@@ -1,7 +1,7 @@
 """MDS shards -> model-ready tensors, through mosaicml-streaming (no Ray on training nodes).
 
 words shards -> the word-pooled model's padded word tensors; bytes / bpe shards -> token ids with the
-text bytes each token stands for (the baselines' batch contract, pretrain.token_lm).
+text bytes each token stands for (the baselines' batch contract, pretrain.models.token_lm).
 
 The loader position is the pair (epoch, samples consumed in the epoch, counted globally). It is
 saved in every checkpoint and loaded into a *fresh* dataset before iterating, which is the only
@@ -21,8 +21,8 @@ import torch
 from streaming import StreamingDataLoader, StreamingDataset
 
 from data_pipeline.reader import streaming_prefix_lock
-from pretrain.model import EOD, PAD
-from pretrain.token_lm import PAD_TOKEN
+from pretrain.models.word_pooled import EOD, PAD
+from pretrain.models.token_lm import PAD_TOKEN
 
 
 def shard_meta(data_dir: str | Path) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def sample_encoder(data_dir: str | Path, max_word_bytes: int | None = None) -> C
     if meta.get("tokenizer", "words") == "words":
         return functools.partial(encode_sample, words_per_sample=meta["words_per_sample"],
                                  max_word_bytes=max_word_bytes or meta["max_word_bytes"])
-    from pretrain.word_scoring import token_byte_table
+    from pretrain.evaluation.word_scoring import token_byte_table
 
     table = token_byte_table(data_dir)
     lens = np.array([0 if b is None else len(b) for b in table], dtype=np.int64)

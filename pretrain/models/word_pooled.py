@@ -10,7 +10,7 @@ over the bytes alone and a learned query cross-attends to them (one position per
 for word t+1 starts from the p backbone outputs of word t, then reads word t+1's bytes (teacher forcing).
 
 Layout (model.layout): the per-word encoder and decoder dominate the cost when every word is padded to
-max_word_bytes (NOTES §3). `packed` (pretrain/packed.py) runs them on the words packed flat, no padding
+max_word_bytes (NOTES §3). `packed` (pretrain/models/packed_layout.py) runs them on the words packed flat, no padding
 at all, attention through ops.varlen_attention. `bucketed` groups the batch's words by length into
 power-of-two widths and runs each group at its own width. `padded` runs one group at full width (the
 reference the others are tested against). Absent words are skipped by all three. `auto` resolves per
@@ -29,10 +29,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ops import cross_entropy_sum
-from pretrain import flops
-from pretrain.config import ModelConfig
-from pretrain.layers import KVCache, RMSNorm, Stack, init_weights, sdpa
-from pretrain.packed import decode_loss_packed, encode_words_packed
+from pretrain.models import flops
+from schema import ModelConfig
+from pretrain.models.layers import KVCache, RMSNorm, Stack, init_weights, sdpa
+from pretrain.models.packed_layout import decode_loss_packed, encode_words_packed
 
 PAD, EOW, EOD, POOL = 256, 257, 258, 259  # POOL: kept out of the vocabulary's use, banned in output
 VOCAB = 260

@@ -8,7 +8,7 @@
 3. LR sweep on seed 0 for each model; the best LR by final val bits/byte then runs on the other seeds.
    Every run is the real `wordpool train` in a subprocess, then `wordpool eval` (the same scorer for all
    models) on its final checkpoint.
-4. results.json, report.md and plots (launcher/compare_report.py).
+4. results.json, report.md and plots (launcher/compare/report.py).
 
 Resumable: a run whose folder holds its final checkpoint and `final_eval.json` is not run again; a run
 cut short resumes from its newest checkpoint (`--resume auto`).
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from launcher.compare_config import MODEL_KINDS, TOKENIZER_OF, CompareConfig
-from launcher.config import WordpoolConfig, validate
+from launcher.compare.config import MODEL_KINDS, TOKENIZER_OF, CompareConfig
+from schema import WordpoolConfig, validate
 
 FINAL_EVAL = "final_eval.json"
 RUN_CONFIG = "run_config.yaml"
@@ -112,9 +112,9 @@ def measure_flops_per_step(wcfg: WordpoolConfig, n_batches: int, nproc: int) -> 
     count, from the trainer's own counter (`model.train_flops`)."""
     import torch
 
-    from pretrain.bench_train import read_batches
+    from pretrain.training.throughput_bench import read_batches
     from pretrain.models import build_model
-    from pretrain.train import check_shards
+    from pretrain.training.trainer import check_shards
 
     wcfg = check_shards(wcfg)[0]
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def make_run(cfg: CompareConfig, base: WordpoolConfig, kind: str, lr: float, see
 
 
 def _final_checkpoint(run: Run) -> Path:
-    from pretrain.checkpoint import is_complete, tag_for
+    from pretrain.checkpoint.store import is_complete, tag_for
 
     folder = run.run_dir / "checkpoints" / tag_for(run.steps)
     return folder if is_complete(folder) else None
@@ -206,7 +206,7 @@ def execute(run: Run, cfg: CompareConfig, env: dict[str, str], say) -> dict:
         raise RuntimeError(f"{run.label}: training ended without its final checkpoint; see {log}")
     # `wordpool eval`'s own function, in this process (one at a time): the same scorer for every model, and
     # no second Python + torch start per run; it appends its record to the run's metrics.jsonl as the CLI does
-    from pretrain.inference import eval_checkpoint
+    from pretrain.inference.loading import eval_checkpoint
 
     with _EVAL_LOCK:
         final = eval_checkpoint(checkpoint, None, cfg.budget.final_eval_batches)
@@ -327,7 +327,7 @@ def compare(cfg: CompareConfig, out: Path | None = None, log=print) -> dict:
                  for tok, s in stats.items()},
         "models": models, "wall_seconds": time.perf_counter() - wall,
     }
-    from launcher.compare_report import write_report
+    from launcher.compare.report import write_report
 
     write_report(results, out)
     say(f"report: {out / 'report.md'} ({results['wall_seconds']:.0f} s in this invocation)")

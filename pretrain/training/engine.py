@@ -5,10 +5,10 @@ import math
 
 import torch
 
-from launcher.config import WordpoolConfig
-from pretrain.data import shard_meta
-from pretrain.guard import GuardedAdamW
-from pretrain.layers import set_activation_checkpointing
+from schema import WordpoolConfig
+from pretrain.training.loader import shard_meta
+from pretrain.training.update_guard import GuardedAdamW
+from pretrain.models.layers import set_activation_checkpointing
 from pretrain.models import build_model
 
 TOKENIZER_OF = {"word_pooled": "words", "bytes": "bytes", "bpe": "bpe"}  # model.kind -> data.tokenizer it reads
@@ -55,7 +55,7 @@ def deepspeed_config(cfg: WordpoolConfig, world: int, bf16: bool, grad_accum: in
 def build_engine(cfg: WordpoolConfig, world: int, bf16: bool, grad_accum: int | None = None,
                  load_universal: bool = False):
     """The model of cfg.model under DeepSpeed, with AdamW (no decay on norms; its updates gated by
-    pretrain.guard) and warmup + cosine LR."""
+    pretrain.training.update_guard) and warmup + cosine LR."""
     import deepspeed
 
     t = cfg.train
@@ -82,7 +82,7 @@ def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
                          f"{meta.get('packing')}; model.kind={kind} trains on data.tokenizer={TOKENIZER_OF[kind]}, "
                          f"data.packing=fixed")
     if kind != "word_pooled":
-        from pretrain.word_scoring import token_byte_table
+        from pretrain.evaluation.word_scoring import token_byte_table
 
         vocab = len(token_byte_table(cfg.train.data_dir))
         if cfg.model.vocab_size not in (None, vocab):

@@ -1,5 +1,5 @@
 """The report of `wordpool compare`: results.json, report.md and two PNG plots, from the results dict that
-launcher/compare.py builds. Every number in report.md comes from results.json."""
+launcher/compare/run.py builds. Every number in report.md comes from results.json."""
 from __future__ import annotations
 
 import json

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 
-from launcher.config import WordpoolConfig, validate
-from pretrain import checkpoint
-from pretrain.data import make_loader, sample_encoder, shard_meta, split_has_samples
-from pretrain.evaluate import WordScorer, evaluate
-from pretrain.export import is_export, load_exported, read_export_config
-from pretrain.model import WordPooledLM
+from schema import WordpoolConfig, validate
+from pretrain.checkpoint import store as checkpoint
+from pretrain.training.loader import make_loader, sample_encoder, shard_meta, split_has_samples
+from pretrain.evaluation.validation import WordScorer, evaluate
+from pretrain.inference.export import is_export, load_exported, read_export_config
+from pretrain.models.word_pooled import WordPooledLM
 from pretrain.models import build_model
 
 
@@ -82,7 +82,7 @@ def generate_text(folder: str | Path, prompt: str, max_words: int, temperature: 
 def _generate_tokens(model, cfg, prompt, max_words, temperature, top_k, generator, on_word) -> str:
     """A baseline's continuation, cut after max_words words of the shared splitter."""
     from data_pipeline.segment import split_words
-    from pretrain.word_scoring import token_byte_table
+    from pretrain.evaluation.word_scoring import token_byte_table
 
     table = token_byte_table(cfg.train.data_dir)
     eod = table.index(None)

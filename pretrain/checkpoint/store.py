@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pretrain import checkpoint_files as files
-from pretrain.checkpoint_files import COMPLETE, atomic_write, published, tag_for  # noqa: F401 (re-exported)
+from pretrain.checkpoint import manifest as files
+from pretrain.checkpoint.manifest import COMPLETE, atomic_write, published, tag_for  # noqa: F401 (re-exported)
 
 LATEST = "latest"
 CONFIG = "wordpool_config.json"

@@ -1,12 +1,12 @@
 """`wordpool bench train`: training throughput of the word-pooled model against its byte and BPE
 baselines on the same backbone and the same text, in one process, through the trainer's own DeepSpeed
-engine (`pretrain.train.build_engine`, one rank).
+engine (`pretrain.training.trainer.build_engine`, one rank).
 
 Each model sees backbone sequences of the same length (words per sample = tokens per sample), as a
 GPT with a 1024-token context is compared with a word model of 1024 words. Batches are read before
 the clock starts (this measures the model, not the loader); the first `warmup` steps are not timed.
 Figures per model: text bytes/s, words/s (the splitter's words of the text trained on), tokens/s
-(backbone positions: words or tokens), step time, peak memory, model FLOP/s (pretrain.flops: useful
+(backbone positions: words or tokens), step time, peak memory, model FLOP/s (pretrain.models.flops: useful
 FLOPs, padding excluded) and MFU when a peak is given, plus the ratios word-pooled / BPE and / bytes.
 Word-pooled variants: `word_pooled` runs the config's model.layout (packed by default);
 `word_pooled_packed` and `word_pooled_padded` force a layout, and the speed-up of each layout
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from launcher.config import WordpoolConfig
+from schema import WordpoolConfig
 
 MODELS = ("word_pooled", "word_pooled_packed", "word_pooled_padded", "bpe", "bytes")
 TOKENIZER = {"word_pooled": "words", "word_pooled_packed": "words", "word_pooled_padded": "words", "bpe": "bpe",
@@ -62,7 +62,7 @@ def prepare_data(cfg: WordpoolConfig, inputs: list[str], work_dir: Path) -> dict
 
 
 def model_config(cfg: WordpoolConfig, model: str, data_dir: Path) -> WordpoolConfig:
-    from pretrain.train import check_shards
+    from pretrain.training.trainer import check_shards
 
     kind = "word_pooled" if model.startswith("word_pooled") else model
     update = {"kind": kind, "layout": FORCED_LAYOUT.get(model, cfg.model.layout),
@@ -77,7 +77,7 @@ def read_batches(data_dir: Path, cfg: WordpoolConfig, n: int) -> list[dict[str, 
     import itertools
 
     from data_pipeline.reader import iter_samples
-    from pretrain.data import sample_encoder
+    from pretrain.training.loader import sample_encoder
 
     encode = sample_encoder(data_dir, cfg.model.max_word_bytes)
     mb = cfg.train.micro_batch_size
@@ -121,8 +121,8 @@ def _peak_memory_mb(device) -> float:
 
 def measure(cfg: WordpoolConfig, model: str, data_dir: Path, steps: int, warmup: int,
             peak_flops: float | None, bytes_per_word: float) -> Row:
-    from pretrain.evaluate import to_device
-    from pretrain.train import build_engine
+    from pretrain.evaluation.validation import to_device
+    from pretrain.training.trainer import build_engine
 
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")

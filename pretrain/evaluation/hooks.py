@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 import torch
 
-from pretrain.config import EvalHookConfig
-from pretrain.evaluate import evaluate
+from schema import EvalHookConfig
+from pretrain.evaluation.validation import evaluate
 
 VAL_KINDS = ("val_bpb", "word_acc", "rare_word_acc")
 
@@ -114,7 +114,7 @@ class EvalRunner:
         return {"hook": ",".join(sorted(kinds)), **values}
 
     def _samples(self, hook: EvalHookConfig) -> list[dict]:
-        from pretrain.inference import generate_text
+        from pretrain.inference.loading import generate_text
 
         return [{"prompt": prompt, "text": generate_text(None, prompt, hook.max_words, loaded=(self._module(), self.cfg))}
                 for prompt in hook.prompts]

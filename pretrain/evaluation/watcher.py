@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.run_records import (COMPLETE, CONFIG, EVAL_FILE, WATCH_LOG, append_jsonl, check_run_dir,
+from pretrain.run_dir import (COMPLETE, CONFIG, EVAL_FILE, WATCH_LOG, append_jsonl, check_run_dir,
                                   complete_checkpoints, read_json, write_json_atomic)
 
 WANDB_PREFIX = "watch/"
@@ -58,7 +58,7 @@ def _marker(folder: Path) -> str | None:
 def evaluate_checkpoint(folder: Path, data_dir: str | None = None, max_batches: int | None = None) -> dict | None:
     """The watch record of `folder`, or None (with a note) if the checkpoint was deleted or replaced while
     it was being evaluated. An error on a checkpoint that is still there is raised: it is not transient."""
-    from pretrain.inference import eval_checkpoint
+    from pretrain.inference.loading import eval_checkpoint
 
     before = _marker(folder)
     start = time.perf_counter()

@@ -1,56 +1,11 @@
-"""Schema of the `model`, `train` and `wandb` sections."""
+"""Schema of the `train`, `wandb`, `fault` and `evals` sections."""
 from __future__ import annotations
 
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from data_pipeline.config import Strict
-
-
-class StackConfig(Strict):
-    """A small transformer stack (byte encoder or byte decoder)."""
-
-    d_model: int = Field(64, ge=8)
-    n_layers: int = Field(1, ge=1)
-    n_heads: int = Field(2, ge=1)
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
-        return self
-
-
-class ModelConfig(Strict):
-    kind: Literal["word_pooled", "bytes", "bpe"] = Field(
-        "word_pooled", description="word_pooled, or a baseline on the same backbone over bytes / BPE tokens")
-    d_model: int = Field(128, ge=8, description="backbone width")
-    n_layers: int = Field(2, ge=1, description="backbone layers")
-    n_heads: int = Field(4, ge=1)
-    mlp_ratio: float = Field(8 / 3, gt=0)
-    encoder: StackConfig = Field(default_factory=StackConfig)
-    decoder: StackConfig = Field(default_factory=StackConfig)
-    pooling: Literal["cls", "latent"] = Field(
-        "cls", description="cls: pool_tokens learned slots per word (Learn Your Tokens); latent: a learned query "
-                           "cross-attends to the word's bytes (HAT)")
-    pool_tokens: int = Field(1, ge=1, le=4, description="cls pooling: backbone positions per word")
-    layout: Literal["packed", "bucketed", "padded"] = Field(
-        "packed", description="how the per-word encoder/decoder run. packed: the batch's words packed flat, no "
-                              "padding, varlen attention (ops.varlen_attention; flash varlen kernels on CUDA); "
-                              "bucketed: words grouped by length into power-of-two widths; padded: every word "
-                              "padded to max_word_bytes (the reference)")
-    vocab_size: int | None = Field(None, ge=2, description="bytes/bpe baselines: filled in from the shards")
-    max_word_bytes: int = Field(32, ge=4, description="must equal the shards' data.max_word_bytes")
-    max_words: int = Field(256, ge=2, description="longest word sequence (RoPE cache)")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    rope_base: float = 10000.0
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self):
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
-        return self
+from schema.base import Strict
 
 
 class TrainConfig(Strict):
