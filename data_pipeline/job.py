@@ -12,7 +12,7 @@ import os
 import time
 from typing import Any, Callable
 
-from schema import DataConfig, UserError
+from schema import DataConfig, UserError, fault_plan
 from data_pipeline.documents import Document, read_file
 from data_pipeline.shard_format import SPLITS
 from data_pipeline.sources import expand_inputs, filesystem_for
@@ -127,7 +127,8 @@ def _merge_indexes(out: OutputRoot, summaries: list[dict[str, Any]]) -> None:
 
 def _forwarded_env() -> dict[str, str]:
     """Object-store settings of the driver, for tasks on workers started before they were set."""
-    return {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "WORDPOOL_STAGING"))}
+    env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "WORDPOOL_STAGING"))}
+    return {**env, **fault_plan.forwarded()}  # planted test faults reach the tasks too
 
 
 def _unit_task(row: dict[str, Any], **kwargs) -> dict[str, Any]:
@@ -146,14 +147,11 @@ def run_prepare(cfg: DataConfig, force: bool = False,
     start = time.perf_counter()
     tokenizer_json = _train_tokenizer(cfg, inputs, out)
     todo = [u for u in range(len(inputs)) if not out.exists(marker_rel(u))]
-    # crash injection for tests: the task of this unit kills the driver, then itself, before its marker
-    fault_unit = int(os.environ.get("WORDPOOL_FAULT_KILL_DRIVER_AT_UNIT", "-1"))
-    fault = {"unit": fault_unit, "driver_pid": os.getpid()} if fault_unit >= 0 else None
     if todo:
         ray = _init_ray(cfg)
         ds = ray.data.from_items([{"unit": u, "path": inputs[u]} for u in todo], override_num_blocks=len(todo))
         ds = ds.map(_unit_task, fn_kwargs={"cfg": cfg, "output": cfg.output, "tokenizer_json": tokenizer_json,
-                                           "fault": fault},
+                                           "driver_pid": os.getpid()},
                     runtime_env={"env_vars": _forwarded_env()})
         for row in ds.iter_rows():
             if on_unit:

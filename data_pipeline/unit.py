@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 from collections import Counter
 from itertools import compress
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from schema import DataConfig
+from schema import DataConfig, fault_plan
 from data_pipeline.documents import Document, Rejected, read_file
 from data_pipeline.output import OutputRoot
 from data_pipeline.segment import SegmentedBatch, segment_batch
@@ -117,7 +116,7 @@ def _batch_items(tokenizer: str, docs: list[Document], seg: SegmentedBatch, doc_
 
 
 def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_json: str | None,
-                 fault: dict[str, int] | None = None) -> dict[str, Any]:
+                 driver_pid: int | None = None) -> dict[str, Any]:
     root, unit, path = OutputRoot(output), int(row["unit"]), row["path"]
     out, name = root.local, unit_name(unit)
     remove_partial(out, unit)
@@ -189,9 +188,7 @@ def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_js
                "word_bytes_hist": word_bytes_hist.tolist(), "words_per_doc_hist": words_per_doc_hist.tolist()}
     for rel in [*folders, f"_units/{name}.freq.parquet"]:
         root.publish(rel)
-    if fault and fault["unit"] == unit:  # test-only: a crash after the shards, before the marker
-        os.kill(fault["driver_pid"], signal.SIGKILL)
-        os.kill(os.getpid(), signal.SIGKILL)
+    fault_plan.strike("unit_written", unit=unit, driver_pid=driver_pid)  # tests: a crash before the marker
     marker = out / marker_rel(unit)
     tmp = marker.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(summary))

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from pretrain.checkpoint import manifest as files
+from schema import fault_plan
 from pretrain.checkpoint.manifest import COMPLETE, atomic_write, published, tag_for  # noqa: F401 (re-exported)
 
 LATEST = "latest"
@@ -69,16 +70,6 @@ def _from_rank0(value_on_rank0):
     return box[0]
 
 
-def _fault_kill_in_save(step: int, rank: int) -> None:
-    """Test hook: SIGKILL this rank in the middle of writing checkpoint `step` (once per marker file)."""
-    spec = os.environ.get("WORDPOOL_FAULT_KILL_IN_SAVE")  # "STEP:RANK:MARKER_FILE"
-    if spec:
-        at, who, marker = spec.split(":", 2)
-        if int(at) == step and int(who) == rank and not Path(marker).exists():
-            Path(marker).write_text("fired")
-            os.kill(os.getpid(), 9)
-
-
 def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str, Any],
          keep_last: int = 1 << 30, keep_every: int | None = None) -> Path:
     """Collective: every rank must call it. `state` is the trainer's (step, samples, data position).
@@ -101,7 +92,7 @@ def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str,
             torch.save(rng_state(), tmp / f"rng_rank{rank:05d}.pt")
             if rank == 0:  # lets eval/generate/export rebuild the model without the run's YAML
                 atomic_write(tmp / CONFIG, json.dumps(config, indent=1))
-            _fault_kill_in_save(step, rank)
+            fault_plan.strike("checkpoint_write", step=step, rank=rank)  # tests: a crash mid-save
         except (OSError, RuntimeError) as exc:
             error = exc
     failed = _any_rank(error is not None)

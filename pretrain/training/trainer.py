@@ -1,40 +1,329 @@
 """The training loop: DeepSpeed ZeRO over StreamingDataLoader batches, one explicit loop.
 
 Run under torchrun (`wordpool train` / `wordpool launch` start it): each process is one rank. On CPU,
-DeepSpeed runs with DS_ACCELERATOR=cpu and gloo. Around the loop: resume from the newest checkpoint
-that verifies (on any world size), bad updates skipped and rolled back (pretrain/training/update_guard.py), hang
-detection (pretrain/training/hang_watchdog.py), scheduled evaluations (pretrain/evaluation/hooks.py), and a checkpoint
-then a clean exit on SIGTERM/SIGUSR1 or a stop request. docs/RUN_DIR.md lists what it writes.
+DeepSpeed runs with DS_ACCELERATOR=cpu and gloo. `Trainer.fit` reads top to bottom: a train step,
+a rollback after too many skipped updates, a checkpoint if due, evaluations if due, and a stop on
+preemption. Around it: resume from the newest checkpoint that verifies (on any world size,
+pretrain/checkpoint/), bad updates skipped (update_guard.py), hang detection (hang_watchdog.py),
+scheduled evaluations (pretrain/evaluation/hooks.py). docs/RUN_DIR.md lists what it writes.
 """
 from __future__ import annotations
 
-import ctypes
-import dataclasses
-import fcntl
-import json
 import os
 import random
 import signal
-import sys
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from schema import WordpoolConfig
-from pretrain.checkpoint import reshard as elastic
+from pretrain.checkpoint import reshard
 from pretrain.checkpoint import store as checkpoint
-from pretrain.training.loader import (LoaderPosition, clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
-                           split_has_samples)
-from pretrain.training.engine import build_engine, check_shards, grad_accum_for, warmup_cosine
 from pretrain.evaluation.hooks import VAL_KINDS, EvalRunner, EvalSchedule, default_hooks
 from pretrain.evaluation.validation import WordScorer, to_device
-from pretrain.training.update_guard import StepGate, UpdateGuard
-from pretrain.training.metrics import MetricsLogger, stack_sums, summarize
+from pretrain.training import distributed
+from pretrain.training.engine import build_engine, check_shards, grad_accum_for, warmup_cosine
 from pretrain.training.hang_watchdog import Watchdog
+from pretrain.training.loader import (clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
+                                      split_has_samples)
+from pretrain.training.metrics import MetricsLogger, summarize
+from pretrain.training.run_files import TrainerFiles
+from pretrain.training.state import ModelTotals, Totals, TrainState
+from pretrain.training.update_guard import StepGate, UpdateGuard
+from schema import WordpoolConfig, fault_plan
+
+
+@dataclass
+class StepResult:
+    """One optimizer step, summed over its micro-batches and all ranks."""
+
+    model: ModelTotals
+    flops: float
+    data_digest: int
+    seconds: float
+    skip_reason: str | None
+    grad_norm: float | None
+    stop_requested: bool
+    timed_evals_due: list[float]
+
+
+class Trainer:
+    def __init__(self, cfg: WordpoolConfig, resume: str | None = None):
+        distributed.die_with_parent()
+        self.on_gpu = torch.cuda.is_available()
+        os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.on_gpu else "cpu")
+        import deepspeed
+
+        distributed.init_process_group(distributed.backend(self.on_gpu))
+        deepspeed.init_distributed(dist_backend=distributed.backend(self.on_gpu))  # adopts the group made above
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if self.on_gpu else torch.device("cpu")
+        if self.on_gpu:
+            torch.cuda.set_device(self.device)
+        self.cfg, self.meta = check_shards(cfg)
+        self.t, self.fault = self.cfg.train, self.cfg.fault
+        self.bf16 = distributed.uses_bf16(self.t.precision, self.on_gpu)
+        self.grad_accum = grad_accum_for(self.t, self.world)
+        self.files = TrainerFiles(Path(self.t.run_dir), is_rank0=self.rank == 0)
+        clean_stale_streaming_state()
+        dist.barrier()  # rank 0 holds the run directory's lock before anyone trains
+        f = self.fault
+        self.watchdog = Watchdog(self.files.root, self.rank, self.world, f.init_timeout_s, f.step_timeout_s,
+                                 f.io_timeout_s, f.timeout_after_steps).start()
+        _seed_everything(self.t.seed + self.rank)
+        self.resumed_from = checkpoint.resolve_resume(resume, self.files.checkpoints, self.t.verify_checkpoints)
+        universal = self.resumed_from is not None and reshard.needs_universal(
+            self.resumed_from, checkpoint.saved_world_size(self.resumed_from), self.world, self.t.zero_stage)
+        self.engine = build_engine(self.cfg, self.world, self.bf16, self.grad_accum, load_universal=universal)
+        self.guard = UpdateGuard(f.skip_nonfinite, f.outlier_sigma, f.outlier_window, f.outlier_min_history)
+        self._plain_grad_norm = float("nan")  # without ZeRO or bf16, DeepSpeed reports no norm: measured here
+        deepspeed_knows_norm = self.t.zero_stage > 0 or self.bf16
+        self.gate = StepGate(self.guard, self._deepspeed_grad_norm if deepspeed_knows_norm
+                             else lambda: self._plain_grad_norm)
+        self.engine.guarded_optimizer.gate = self.gate
+        self.state = TrainState(global_batch=self.t.micro_batch_size * self.grad_accum * self.world)
+        self._build_loaders()
+        if self.resumed_from is not None:
+            self._load(self.resumed_from)
+        self.logger = MetricsLogger(self.files.root, self.cfg.wandb, self.cfg.model_dump(), self.t.steps) \
+            if self.rank == 0 else None
+        self.schedule = EvalSchedule(self.cfg.evals or default_hooks(self.t.eval_every), self.t.steps)
+        self.evals = EvalRunner(self.schedule, self.engine, self.cfg, self.device, self.val_loader, self.scorer,
+                                self._all_reduce, self.rank, self.world, self.files.root)
+        self._signal = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption: checkpoint at the next step boundary
+            signal.signal(sig, lambda s, _frame: setattr(self, "_signal", s))
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        self._log_attempt()
+        if self.state.step == 0:
+            self.evaluate(0, [i for i, h in enumerate(self.schedule.hooks) if h.kind in VAL_KINDS])
+        self.engine.train()
+        preempted = False
+        while self.state.step < self.t.steps:
+            result = self.train_step()
+            self.log_step(result)
+            if self.guard.consecutive >= self.fault.max_consecutive_skips:
+                self.roll_back()
+                continue
+            step, preempted = self.state.step, result.stop_requested
+            saved = self.checkpoint_if_due(preempted)
+            if not preempted or step == self.t.steps:  # a preemption's grace period is for the checkpoint
+                self.evaluate(step, self.schedule.due(step, result.timed_evals_due, saved))
+            fault_plan.strike("step_end", step=step)
+            if preempted:
+                break
+        self.finish(preempted)
+
+    def train_step(self) -> StepResult:
+        """One optimizer step over grad_accum micro-batches; the update is applied only if the guard allows it."""
+        step = self.state.step + 1
+        self.watchdog.beat(step, "step")
+        fault_plan.strike("step_start", step=step, rank=self.rank)
+        start = time.perf_counter()
+        model, flops, digest = ModelTotals(), 0.0, 0
+        poison = fault_plan.strike("nan_loss", step=step)
+        for micro in range(self.grad_accum):
+            batch = next(self.batches)
+            digest += _digest(batch)
+            flops += self.engine.module.train_flops(**batch)
+            out = self.engine(**to_device(batch, self.device))
+            self.engine.backward(out["loss"] * float("nan") if poison else out["loss"])
+            model.add_output(out)
+            if micro == self.grad_accum - 1:  # the boundary: decide on the global loss before the update
+                self._arm_gate(model, poison, step)
+            self.engine.step()
+        skip_reason, grad_norm = self.gate.verdict()
+        self.guard.record(self.gate.loss, grad_norm, skipped=skip_reason is not None)
+        s = self.state
+        s.step, s.samples, s.guard = step, s.samples + self.t.micro_batch_size * self.world * self.grad_accum, \
+            self.guard.state_dict()
+        # one collective for the data fingerprint, "stop now?", the FLOPs and the timed evaluations
+        timed = [f"timed_{i}" for i in self.schedule.timed]
+        step_totals = Totals(("data_digest", "stop_requested", "flops", *timed))
+        step_totals.set("data_digest", digest)
+        step_totals.set("stop_requested", float(self._signal is not None or self.files.stop_requested()))
+        step_totals.set("flops", flops)
+        for name, due in zip(timed, self.schedule.time_flags() if self.rank == 0 else [0.0] * len(timed)):
+            step_totals.set(name, due)
+        step_totals.all_reduce(self._all_reduce)
+        s.flops += step_totals["flops"]
+        s.text_bytes += model["n_text_bytes"]
+        return StepResult(model=model, flops=step_totals["flops"], data_digest=int(step_totals["data_digest"]),
+                          seconds=time.perf_counter() - start, skip_reason=skip_reason, grad_norm=grad_norm,
+                          stop_requested=step_totals["stop_requested"] > 0,
+                          timed_evals_due=[step_totals[n] for n in timed])
+
+    def checkpoint_if_due(self, preempted: bool) -> bool:
+        """A checkpoint every train.checkpoint_every steps, at the end and on preemption. A failed save (disk
+        full) is logged and training goes on, unless it was the last one: then the error ends the job."""
+        step = self.state.step
+        if not (step % self.t.checkpoint_every == 0 or step == self.t.steps or preempted):
+            return False
+        self.watchdog.beat(step, "checkpoint")
+        start = time.perf_counter()
+        try:
+            folder = checkpoint.save(self.engine, self.files.checkpoints, step, self.state.state_dict(),
+                                     self.cfg.model_dump(), self.t.keep_last, self.t.keep_every)
+        except checkpoint.CheckpointSaveError as exc:
+            if self.logger:
+                self.logger.log("checkpoint_failed", step, {"error": str(exc)})
+                checkpoint.write_failure(self.files.root, "checkpoint-save", {"step": step, "error": str(exc)})
+            if step == self.t.steps or preempted:
+                raise
+            return False
+        if self.logger:
+            self.logger.log("checkpoint", step, {"path": str(folder), "seconds": time.perf_counter() - start})
+        return True
+
+    def evaluate(self, step: int, due: list[int]) -> None:
+        if not due:
+            return
+        self.watchdog.beat(step, "eval")
+        for kind, values in self.evals.run(step, due):
+            if self.logger:
+                self.logger.log(kind, step, {**values, "train_flops": self.state.flops,
+                                             "train_text_bytes": self.state.text_bytes})
+
+    def roll_back(self) -> None:
+        """After too many skipped updates in a row: back to the newest good checkpoint. The data position
+        keeps going forward, so the batches that caused the trouble are not replayed."""
+        step, streak = self.state.step, self.guard.consecutive
+        self.watchdog.beat(step, "rollback")
+        rollbacks = self.state.rollbacks + 1
+        # skipped updates leave the weights alone: a checkpoint saved during the streak holds the same weights
+        folder = checkpoint.select_for_resume(self.files.checkpoints, self.t.verify_checkpoints,
+                                              max_step=step - streak)
+        if folder is None or rollbacks > self.fault.max_rollbacks:
+            why = (f"rollback {rollbacks} exceeds fault.max_rollbacks={self.fault.max_rollbacks}"
+                   if folder is not None else "there is no checkpoint from before them to roll back to")
+            if self.logger:
+                checkpoint.write_failure(self.files.root, "rollbacks-exhausted", {"step": step, "why": why})
+            raise RuntimeError(f"{streak} updates in a row were skipped at step {step} and {why}")
+        restored = self._restore(folder)
+        s = self.state
+        s.step, s.flops, s.text_bytes, s.rollbacks = restored["step"], restored["flops"], restored["text_bytes"], \
+            rollbacks
+        self.guard.consecutive = 0
+        if self.logger:
+            self.logger.log("rollback", s.step, {"from_step": step, "to_step": s.step, "checkpoint": str(folder),
+                                                 "rollbacks": rollbacks})
+
+    def finish(self, preempted: bool) -> None:
+        step = self.state.step
+        if preempted and self.logger:
+            print(f"stop requested: checkpoint saved at step {step}, exiting", flush=True)
+        self.watchdog.beat(step, "checkpoint")
+        if self.logger:
+            self.logger.close()
+        dist.barrier()
+        self.watchdog.stop()
+        # after every rank's last heartbeat: `wordpool status` reads this as the end
+        self.files.record_exit("finished" if step >= self.t.steps else "preempted", step)
+        self.files.release()
+        dist.destroy_process_group()
+
+    # -- the pieces ------------------------------------------------------------------------------------------
+    def log_step(self, r: StepResult) -> None:
+        if not self.logger:
+            return
+        step, s = self.state.step, self.state
+        if r.skip_reason:
+            self.logger.log("skip", step, {"reason": r.skip_reason, "loss": self.gate.loss, "grad_norm": r.grad_norm,
+                                           "consecutive": self.guard.consecutive, "skipped_steps": self.guard.total})
+        if step % self.t.log_every and step != self.t.steps:
+            return
+        values = summarize(r.model.values)
+        values.update(lr=self.t.lr * warmup_cosine(step - 1, self.t.warmup_steps, self.t.steps, self.t.min_lr_ratio),
+                      grad_norm=r.grad_norm if r.grad_norm is not None else float("nan"),
+                      bytes_per_s=values["text_bytes"] / r.seconds, symbols_per_s=values["symbols"] / r.seconds,
+                      flops_per_s=r.flops / r.seconds, flops_per_byte=r.flops / values["text_bytes"],
+                      step_seconds=r.seconds, samples=s.samples, epoch=s.position.epoch, train_flops=s.flops,
+                      train_text_bytes=s.text_bytes, data_digest=r.data_digest, skipped_steps=self.guard.total)
+        if "words" in values:
+            values["words_per_s"] = values["words"] / r.seconds
+        if self.t.peak_flops:
+            values["mfu"] = values["flops_per_s"] / (self.t.peak_flops * self.world)
+        if self.on_gpu:
+            values["peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        self.logger.log("train", step, values)
+
+    def _log_attempt(self) -> None:
+        if not self.logger:
+            return
+        if self.resumed_from is not None:
+            p = self.state.position
+            print(f"resumed from {self.resumed_from} at step {self.state.step} (epoch {p.epoch}, "
+                  f"{p.samples_in_epoch} samples into it)", flush=True)
+        self.logger.log("attempt", self.state.step, {
+            "restart": self.watchdog.restart, "world_size": self.world, "grad_accum": self.grad_accum,
+            "resumed_from": str(self.resumed_from) if self.resumed_from else None})
+
+    def _build_loaders(self) -> None:
+        t, data_dir = self.t, Path(self.cfg.data.output)
+        encode = sample_encoder(str(data_dir), self.cfg.model.max_word_bytes)
+        train_set, train_loader = make_loader(str(data_dir / "train"), encode, t.micro_batch_size, t.shuffle,
+                                              t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True)
+        self.batches = endless_batches(train_set, train_loader, self.state.position, t.micro_batch_size * self.world)
+        self.val_loader = self.scorer = None
+        if split_has_samples(data_dir / "val"):
+            _, self.val_loader = make_loader(str(data_dir / "val"), encode, t.micro_batch_size, False, t.seed,
+                                             t.num_canonical_nodes, 0, drop_last=False)
+            self.scorer = WordScorer(self.cfg.model.kind, str(data_dir), self.meta["max_word_bytes"],
+                                     self.meta.get("split_digits", False))
+        elif self.rank == 0:
+            print(f"warning: {data_dir / 'val'} holds no samples: evaluation is skipped", flush=True)
+
+    def _load(self, folder: Path) -> None:
+        """Resume: weights, optimizer, RNG and the trainer's state; the batch iterator seeks lazily to the
+        restored data position (it has not been started yet)."""
+        self.watchdog.beat(0, "load")
+        global_batch = self.state.global_batch
+        self.state.load_state_dict(self._restore(folder))
+        if self.state.global_batch != global_batch:
+            raise ValueError(f"{folder} was trained with a global batch of {self.state.global_batch} samples; this "
+                             f"run has {global_batch} ({self.world} processes): set train.global_batch_size="
+                             f"{self.state.global_batch}")
+        self.guard.load_state_dict(self.state.guard)
+
+    def _restore(self, folder: Path) -> dict:
+        """Collective: load `folder`, through its universal form when the world size changed."""
+        universal = reshard.needs_universal(folder, checkpoint.saved_world_size(folder), self.world,
+                                            self.t.zero_stage)
+        reshard.set_universal_loading(self.engine, universal)
+        if universal:
+            tag = reshard.prepare_universal(folder)
+            with reshard.quiet():
+                return checkpoint.load(self.engine, folder, tag=tag)
+        return checkpoint.load(self.engine, folder)
+
+    def _arm_gate(self, model: ModelTotals, poison: bool, step: int) -> None:
+        if self.t.zero_stage == 0 and not self.bf16:
+            self._plain_grad_norm = _grad_norm(self.engine.module)
+        if poison:
+            model.set("nll_sum", float("nan"))
+        self.watchdog.beat(step, "sync")
+        model.all_reduce(self._all_reduce)
+        self.gate.arm(model.mean_loss)
+
+    def _deepspeed_grad_norm(self) -> float | None:
+        value = getattr(self.engine.optimizer, "_global_grad_norm", None)  # the global pre-clipping norm
+        return None if value is None else float(value)
+
+    def _all_reduce(self, x: torch.Tensor) -> None:
+        y = x.to(self.device)
+        dist.all_reduce(y)
+        x.copy_(y.cpu())
+
+
+def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
+    Trainer(cfg, resume).fit()
+
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -49,314 +338,6 @@ def _digest(batch: dict[str, torch.Tensor]) -> int:
     return sum(zlib.crc32(row.tobytes()) for row in rows)
 
 
-def _fault_steps(name: str) -> set[int]:
-    """Test hooks: steps listed in an environment variable ("3,4,5")."""
-    return {int(s) for s in os.environ.get(name, "").split(",") if s}
-
-
 def _grad_norm(module: torch.nn.Module) -> float:
     norms = [p.grad.detach().float().norm() for p in module.parameters() if p.grad is not None]
     return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
-
-
-def _die_with_parent() -> None:
-    """torchrun starts workers in their own session: if the agent is SIGKILLed they would keep training
-    (and writing checkpoints) beside the restarted job. Ask Linux to kill this rank with its parent."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _init_process_group(backend: str) -> None:
-    """Under torchrun the ranks meet in the agent's store, which outlives a restart of the worker group, and
-    torch.distributed's env:// set-up puts no per-restart prefix on its keys: a restarted rank could read a
-    dead predecessor's gloo address (the chaos test saw "Connection refused" loops). So rank 0 hosts a fresh
-    store for the process group and publishes its port in the agent's store; the others connect, and a
-    port that refuses them was a dead attempt's: they read the key again. (torchrun's restart count cannot
-    name the attempt: each node counts its own restarts.)"""
-    if dist.is_initialized() or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
-        return
-    from datetime import timedelta
-
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    host = os.environ["MASTER_ADDR"]  # the node of global rank 0
-    agent = dist.TCPStore(host, int(os.environ["MASTER_PORT"]), world, is_master=False)
-    if rank == 0:
-        store = dist.TCPStore(host, 0, world, is_master=True, wait_for_workers=False)
-        agent.set("wordpool/pg_store_port", str(store.port))
-    else:
-        while True:
-            port = int(agent.get("wordpool/pg_store_port"))  # waits until some attempt's rank 0 wrote it
-            try:
-                store = dist.TCPStore(host, port, world, is_master=False, timeout=timedelta(seconds=2))
-                break
-            except (RuntimeError, OSError):
-                time.sleep(0.5)  # a dead attempt's port: the new rank 0 has not published yet
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world)
-
-
-def _lock_run_dir(run_dir: Path):
-    """One live training job per run folder; the lock dies with the process, so a crash never leaves it."""
-    handle = open(run_dir / ".lock", "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise RuntimeError(f"another training job is running in {run_dir} (it holds {run_dir / '.lock'})") from None
-    return handle
-
-
-def _write_json(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write(path, json.dumps(record))
-
-
-def _restore(engine, folder: Path, world: int, zero_stage: int) -> dict:
-    """Collective: load `folder`, through its universal form when the world size changed."""
-    universal = elastic.needs_universal(folder, checkpoint.saved_world_size(folder), world, zero_stage)
-    elastic.set_universal_loading(engine, universal)
-    if universal:
-        tag = elastic.prepare_universal(folder)
-        with elastic.quiet():
-            return checkpoint.load(engine, folder, tag=tag)
-    return checkpoint.load(engine, folder)
-
-
-def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
-    _die_with_parent()
-    on_gpu = torch.cuda.is_available()
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if on_gpu else "cpu")
-    import deepspeed
-
-    t, f = cfg.train, cfg.fault
-    _init_process_group("nccl" if on_gpu else "gloo")
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")  # adopts the group made above
-    rank, world = dist.get_rank(), dist.get_world_size()
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device("cuda", local_rank) if on_gpu else torch.device("cpu")
-    if on_gpu:
-        torch.cuda.set_device(device)
-    bf16 = t.precision == "bf16" or (t.precision == "auto" and on_gpu)
-    run_dir, ckpt_root = Path(t.run_dir), Path(t.run_dir) / "checkpoints"
-    cfg, meta = check_shards(cfg)
-    grad_accum = grad_accum_for(t, world)
-    clean_stale_streaming_state()
-    lock = None
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = _lock_run_dir(run_dir)
-        checkpoint.files.remove_stale_temporaries(ckpt_root)
-        # an earlier job's records; `wordpool launch` rewrites a stop request of its own within a second
-        for stale in ("stop", "exit.json"):
-            (run_dir / "control" / stale).unlink(missing_ok=True)
-    dist.barrier()
-    watchdog = Watchdog(run_dir, rank, world, f.init_timeout_s, f.step_timeout_s, f.io_timeout_s,
-                        f.timeout_after_steps).start()
-
-    _seed_everything(t.seed + rank)
-    folder = checkpoint.resolve_resume(resume, ckpt_root, t.verify_checkpoints)
-    universal = folder is not None and elastic.needs_universal(folder, checkpoint.saved_world_size(folder), world,
-                                                               t.zero_stage)
-    engine = build_engine(cfg, world, bf16, grad_accum, load_universal=universal)
-    guard = UpdateGuard(f.skip_nonfinite, f.outlier_sigma, f.outlier_window, f.outlier_min_history)
-    norm_seen = {"plain": float("nan")}
-    if t.zero_stage > 0 or bf16:  # DeepSpeed's optimizer wrapper knows the global pre-clipping norm
-        gate = StepGate(guard, lambda: _as_float(getattr(engine.optimizer, "_global_grad_norm", None)))
-    else:
-        gate = StepGate(guard, lambda: norm_seen["plain"])
-    engine.guarded_optimizer.gate = gate
-
-    encode = sample_encoder(t.data_dir, cfg.model.max_word_bytes)
-    train_set, train_loader = make_loader(str(Path(t.data_dir) / "train"), encode, t.micro_batch_size,
-                                          t.shuffle, t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True)
-    val_dir = Path(t.data_dir) / "val"
-    val_loader = scorer = None
-    if split_has_samples(val_dir):
-        _, val_loader = make_loader(str(val_dir), encode, t.micro_batch_size,
-                                    False, t.seed, t.num_canonical_nodes, 0, drop_last=False)
-        scorer = WordScorer(cfg.model.kind, t.data_dir, meta["max_word_bytes"], meta.get("split_digits", False))
-    elif rank == 0:
-        print(f"warning: {val_dir} holds no samples: evaluation is skipped", flush=True)
-
-    global_batch = t.micro_batch_size * grad_accum * world
-    # flops / text_bytes: the run's totals so far (all ranks), so curves can be drawn against training compute
-    state = {"step": 0, "samples": 0, "flops": 0.0, "text_bytes": 0.0, "global_batch": global_batch,
-             "position": {"epoch": 0, "samples_in_epoch": 0}}
-    if folder is not None:
-        watchdog.beat(0, "load")
-        state = _restore(engine, folder, world, t.zero_stage)
-        if state.get("global_batch", global_batch) != global_batch:
-            raise ValueError(f"{folder} was trained with a global batch of {state['global_batch']} samples; this run "
-                             f"has {global_batch} ({world} processes): set train.global_batch_size="
-                             f"{state['global_batch']}")
-    guard.load_state_dict(state.get("guard", {}))
-    position = LoaderPosition(**state["position"])
-    micro_global = t.micro_batch_size * world
-    batches = endless_batches(train_set, train_loader, position, micro_global)
-
-    logger = MetricsLogger(run_dir, cfg.wandb, cfg.model_dump(), t.steps) if rank == 0 else None
-    if logger:
-        if folder is not None:
-            print(f"resumed from {folder} at step {state['step']} (epoch {position.epoch}, "
-                  f"{position.samples_in_epoch} samples into it)", flush=True)
-        logger.log("attempt", state["step"], {"restart": watchdog.restart, "resumed_from": str(folder) if folder else None,
-                                               "world_size": world, "grad_accum": grad_accum})
-
-    def all_reduce(x: torch.Tensor) -> None:
-        y = x.to(device)
-        dist.all_reduce(y)
-        x.copy_(y.cpu())
-
-    schedule = EvalSchedule(cfg.evals or default_hooks(t.eval_every), t.steps)
-    runner = EvalRunner(schedule, engine, cfg, device, val_loader, scorer, all_reduce, rank, world, run_dir)
-
-    def run_evals(step: int, due: list[int]) -> None:
-        if not due:
-            return
-        watchdog.beat(step, "eval")
-        for kind, values in runner.run(step, due):
-            if logger:
-                logger.log(kind, step, {**values, "train_flops": state["flops"], "train_text_bytes": state["text_bytes"]})
-
-    stop = {"signal": None}
-    for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption: checkpoint at the next step boundary
-        signal.signal(sig, lambda s, _f: stop.update(signal=s))
-    stop_file = run_dir / "control" / "stop"
-
-    kill_at = int(os.environ.get("WORDPOOL_FAULT_KILL_AT_STEP", "0"))  # fault injection for tests
-    nan_at = _fault_steps("WORDPOOL_FAULT_NAN_AT_STEPS")
-    hang = os.environ.get("WORDPOOL_FAULT_HANG_AT", "")  # "STEP:RANK"
-    if state["step"] == 0:
-        run_evals(0, [i for i, h in enumerate(schedule.hooks) if h.kind in VAL_KINDS])
-    engine.train()
-    step = state["step"]
-    preempted = False
-    while step < t.steps:
-        watchdog.beat(step + 1, "step")
-        if hang and hang == f"{step + 1}:{rank}":
-            time.sleep(1e6)
-        start = time.perf_counter()
-        sums = torch.zeros(5, dtype=torch.float64)
-        digest, step_flops = 0, 0.0
-        poison = step + 1 in nan_at
-        nan_at.discard(step + 1)  # once: after a rollback the step is trained again on new data
-        for micro in range(grad_accum):
-            batch = next(batches)
-            digest += _digest(batch)
-            step_flops += engine.module.train_flops(**batch)
-            out = engine(**to_device(batch, device))
-            loss = out["loss"] * float("nan") if poison else out["loss"]
-            engine.backward(loss)
-            sums += stack_sums(out).cpu()
-            if micro == grad_accum - 1:  # the boundary: decide on the global loss before the update
-                if t.zero_stage == 0 and not bf16:
-                    norm_seen["plain"] = _grad_norm(engine.module)  # DeepSpeed reports none without ZeRO
-                if poison:
-                    sums[0] = float("nan")
-                watchdog.beat(step + 1, "sync")
-                all_reduce(sums)
-                gate.arm(sums[0].item() / max(sums[1].item(), 1.0))
-            engine.step()
-        skip_reason, grad_norm = gate.verdict()
-        guard.record(gate.loss, grad_norm, skipped=skip_reason is not None)
-        step += 1
-        state.update(step=step, samples=state["samples"] + micro_global * grad_accum,
-                     position=dataclasses.asdict(position), guard=guard.state_dict())
-        # one collective for the data fingerprint, "stop now?", the FLOPs and the timed evaluations
-        wants_stop = stop["signal"] is not None or (rank == 0 and stop_file.exists())
-        time_flags = schedule.time_flags() if rank == 0 else [0.0] * len(schedule.timed)
-        flags = torch.tensor([digest, wants_stop, step_flops, *time_flags], dtype=torch.float64)
-        all_reduce(flags)
-        preempted = flags[1].item() > 0
-        state.update(flops=state["flops"] + flags[2].item(), text_bytes=state["text_bytes"] + sums[2].item())
-        seconds = time.perf_counter() - start
-        if logger and skip_reason:
-            logger.log("skip", step, {"reason": skip_reason, "loss": gate.loss, "grad_norm": grad_norm,
-                                      "consecutive": guard.consecutive, "skipped_steps": guard.total})
-        if logger and (step % t.log_every == 0 or step == t.steps):
-            values = summarize(sums)
-            values.update(lr=t.lr * warmup_cosine(step - 1, t.warmup_steps, t.steps, t.min_lr_ratio),
-                          grad_norm=grad_norm if grad_norm is not None else float("nan"),
-                          bytes_per_s=values["text_bytes"] / seconds, symbols_per_s=values["symbols"] / seconds,
-                          flops_per_s=flags[2].item() / seconds, flops_per_byte=flags[2].item() / values["text_bytes"],
-                          step_seconds=seconds, samples=state["samples"], epoch=position.epoch,
-                          train_flops=state["flops"], train_text_bytes=state["text_bytes"],
-                          data_digest=int(flags[0].item()), skipped_steps=guard.total)
-            if "words" in values:
-                values["words_per_s"] = values["words"] / seconds
-            if t.peak_flops:
-                values["mfu"] = values["flops_per_s"] / (t.peak_flops * world)
-            if on_gpu:
-                values["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-            logger.log("train", step, values)
-        if guard.consecutive >= f.max_consecutive_skips:
-            step = _roll_back(engine, state, guard, ckpt_root, t, world, watchdog, logger, step, f.max_rollbacks)
-            continue
-        saved = False
-        if step % t.checkpoint_every == 0 or step == t.steps or preempted:
-            watchdog.beat(step, "checkpoint")
-            saved = _save(engine, ckpt_root, step, state, cfg, logger, must=step == t.steps or preempted)
-        if not preempted or step == t.steps:  # a preemption's grace period is for the checkpoint
-            run_evals(step, schedule.due(step, flags[3:].tolist(), saved))
-        if kill_at and step == kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if preempted:
-            if logger:
-                print(f"stop requested: checkpoint saved at step {step}, exiting", flush=True)
-            break
-    watchdog.beat(step, "checkpoint")
-    if logger:
-        logger.close()
-    dist.barrier()
-    watchdog.stop()
-    if rank == 0:  # after every rank's last heartbeat: `wordpool status` reads this as the end
-        _write_json(run_dir / "control" / "exit.json", {"reason": "finished" if step >= t.steps else "preempted",
-                                                        "step": step, "time": time.time()})
-    if lock:
-        lock.close()
-    dist.destroy_process_group()
-
-
-def _as_float(value) -> float | None:
-    return None if value is None else float(value)
-
-
-def _save(engine, root: Path, step: int, state: dict, cfg: WordpoolConfig, logger, must: bool) -> bool:
-    """A checkpoint; a failed save (disk full) is logged and training goes on, unless this save was the
-    last one (end of run or preemption): then the error ends the job, the previous checkpoint intact."""
-    start = time.perf_counter()
-    try:
-        folder = checkpoint.save(engine, root, step, dict(state), cfg.model_dump(), cfg.train.keep_last,
-                                 cfg.train.keep_every)
-    except checkpoint.CheckpointSaveError as exc:
-        if logger:
-            logger.log("checkpoint_failed", step, {"error": str(exc)})
-            checkpoint.write_failure(root.parent, "checkpoint-save", {"step": step, "error": str(exc)})
-        if must:
-            raise
-        return False
-    if logger:
-        logger.log("checkpoint", step, {"path": str(folder), "seconds": time.perf_counter() - start})
-    return True
-
-
-def _roll_back(engine, state: dict, guard: UpdateGuard, root: Path, t, world: int, watchdog, logger,
-               step: int, max_rollbacks: int) -> int:
-    """After too many skipped updates in a row: back to the newest good checkpoint. The data position
-    keeps going forward, so the batches that caused the trouble are not replayed."""
-    watchdog.beat(step, "rollback")
-    rollbacks = state.get("rollbacks", 0) + 1
-    # skipped updates leave the weights alone: a checkpoint saved during the streak holds the same weights
-    folder = checkpoint.select_for_resume(root, t.verify_checkpoints, max_step=step - guard.consecutive)
-    if folder is None or rollbacks > max_rollbacks:
-        why = (f"rollback {rollbacks} exceeds fault.max_rollbacks={max_rollbacks}" if folder is not None
-               else "there is no checkpoint from before them to roll back to")
-        if logger:
-            checkpoint.write_failure(root.parent, "rollbacks-exhausted", {"step": step, "why": why})
-        raise RuntimeError(f"{guard.consecutive} updates in a row were skipped at step {step} and {why}")
-    restored = _restore(engine, folder, world, t.zero_stage)
-    state.update(step=restored["step"], flops=restored["flops"], text_bytes=restored["text_bytes"],
-                 rollbacks=rollbacks)
-    guard.consecutive = 0
-    if logger:
-        logger.log("rollback", restored["step"], {"from_step": step, "to_step": restored["step"],
-                                                  "checkpoint": str(folder), "rollbacks": rollbacks})
-    return restored["step"]
