@@ -53,17 +53,7 @@ class StepResult:
 
 class Trainer:
     def __init__(self, cfg: WordpoolConfig, resume: str | None = None):
-        distributed.die_with_parent()
-        self.on_gpu = torch.cuda.is_available()
-        os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.on_gpu else "cpu")
-        import deepspeed
-
-        distributed.init_process_group(distributed.backend(self.on_gpu))
-        deepspeed.init_distributed(dist_backend=distributed.backend(self.on_gpu))  # adopts the group made above
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if self.on_gpu else torch.device("cpu")
-        if self.on_gpu:
-            torch.cuda.set_device(self.device)
+        self._join_process_group()
         self.cfg, self.meta = check_shards(cfg)
         self.t, self.fault = self.cfg.train, self.cfg.fault
         self.bf16 = distributed.uses_bf16(self.t.precision, self.on_gpu)
@@ -76,16 +66,8 @@ class Trainer:
                                  f.io_timeout_s, f.timeout_after_steps).start()
         _seed_everything(self.t.seed + self.rank)
         self.resumed_from = checkpoint.resolve_resume(resume, self.files.checkpoints, self.t.verify_checkpoints)
-        universal = self.resumed_from is not None and reshard.needs_universal(
-            self.resumed_from, checkpoint.saved_world_size(self.resumed_from), self.world, self.t.zero_stage)
-        self.engine = build_engine(self.cfg, self.world, self.bf16, self.grad_accum, load_universal=universal)
-        self.guard = UpdateGuard(f.skip_nonfinite, f.outlier_sigma, f.outlier_window, f.outlier_min_history)
-        self._plain_grad_norm = float("nan")  # without ZeRO or bf16, DeepSpeed reports no norm: measured here
-        deepspeed_knows_norm = self.t.zero_stage > 0 or self.bf16
-        self.gate = StepGate(self.guard, self._deepspeed_grad_norm if deepspeed_knows_norm
-                             else lambda: self._plain_grad_norm)
-        self.engine.guarded_optimizer.gate = self.gate
         self.state = TrainState(global_batch=self.t.micro_batch_size * self.grad_accum * self.world)
+        self._build_engine()
         self._build_loaders()
         if self.resumed_from is not None:
             self._load(self.resumed_from)
@@ -263,6 +245,34 @@ class Trainer:
         self.logger.log("attempt", self.state.step, {
             "restart": self.watchdog.restart, "world_size": self.world, "grad_accum": self.grad_accum,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None})
+
+    def _join_process_group(self) -> None:
+        distributed.die_with_parent()
+        self.on_gpu = torch.cuda.is_available()
+        os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.on_gpu else "cpu")
+        import deepspeed
+
+        distributed.init_process_group(distributed.backend(self.on_gpu))
+        deepspeed.init_distributed(dist_backend=distributed.backend(self.on_gpu))  # adopts the group made above
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if self.on_gpu \
+            else torch.device("cpu")
+        if self.on_gpu:
+            torch.cuda.set_device(self.device)
+
+    def _build_engine(self) -> None:
+        """DeepSpeed's engine (through the universal checkpoint loader when the world size changed), with
+        the update guard's gate inside its optimizer step."""
+        f = self.fault
+        universal = self.resumed_from is not None and reshard.needs_universal(
+            self.resumed_from, checkpoint.saved_world_size(self.resumed_from), self.world, self.t.zero_stage)
+        self.engine = build_engine(self.cfg, self.world, self.bf16, self.grad_accum, load_universal=universal)
+        self.guard = UpdateGuard(f.skip_nonfinite, f.outlier_sigma, f.outlier_window, f.outlier_min_history)
+        self._plain_grad_norm = float("nan")  # without ZeRO or bf16, DeepSpeed reports no norm: measured here
+        deepspeed_knows_norm = self.t.zero_stage > 0 or self.bf16
+        self.gate = StepGate(self.guard, self._deepspeed_grad_norm if deepspeed_knows_norm
+                             else lambda: self._plain_grad_norm)
+        self.engine.guarded_optimizer.gate = self.gate
 
     def _build_loaders(self) -> None:
         t, data_dir = self.t, Path(self.cfg.data.output)
