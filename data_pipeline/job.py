@@ -165,3 +165,12 @@ def run_prepare(cfg: DataConfig, force: bool = False,
     for rel in ("histograms.png", "stats.json"):  # stats.json last: its presence means the job is complete
         out.publish(rel)
     return stats
+
+
+def prepare_or_replace(cfg: DataConfig) -> dict[str, Any]:
+    """run_prepare for a folder a tool owns (`wordpool bench train`, `wordpool compare`): reused when it holds
+    this very job, prepared afresh when it holds another one (other settings there mean it is stale)."""
+    try:
+        return run_prepare(cfg)
+    except JobMismatch:
+        return run_prepare(cfg, force=True)

@@ -12,11 +12,14 @@ No Ray import here: training nodes read shards without Ray.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
 SPLITS = ("train", "val")
+STATS_FILE = "stats.json"  # written last by prepare: a data folder holding it is complete
 TOKENIZERS = ("words", "bytes", "bpe")
 EOD_LEN = 0  # words: a zero-length word is the end-of-document marker
 BYTE_EOD = 256  # bytes: the token after the 256 byte values
@@ -25,6 +28,24 @@ COLUMNS = {
     "bytes": {"tokens": "ndarray:uint16", "docs": "json"},
     "bpe": {"tokens": "ndarray:uint32", "docs": "json"},
 }
+
+
+def read_stats(data_dir: str | Path) -> dict[str, Any]:
+    """prepare's accounts of a data folder (stats.json)."""
+    path = Path(data_dir) / STATS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run `wordpool prepare` to create {data_dir}")
+    return json.loads(path.read_text())
+
+
+def shard_config(data_dir: str | Path) -> dict[str, Any]:
+    """The `data` config the shards in data_dir were prepared with (stats.json's "config")."""
+    return read_stats(data_dir)["config"]
+
+
+def starts_document(docs: list) -> bool:
+    """Whether a sample begins at a document's first item: its first `docs` segment is part 0 from item 0."""
+    return bool(docs) and docs[0][3] == 0 and docs[0][4] == 0
 
 
 class DocItems:

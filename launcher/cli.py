@@ -39,6 +39,20 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_prepare(sub) -> None:
+    """The parser of `wordpool prepare`; cmd_prepare runs it."""
+    p = sub.add_parser("prepare", help="raw text/JSONL -> word-segmented MDS shards (Ray Data job)",
+                       description="Segment raw corpora into words and write MDS train/val shards plus stats.json.")
+    p.add_argument("--input", nargs="+", metavar="PATH", help="input files or globs (overrides data.inputs)")
+    p.add_argument("--output", metavar="DIR", help="output folder (overrides data.output)")
+    p.add_argument("--ray-address", help="join an existing Ray cluster (overrides data.ray_address)")
+    p.add_argument("--tokenizer", choices=["words", "bytes", "bpe"], help="overrides data.tokenizer")
+    p.add_argument("--force", action="store_true",
+                   help="delete an output folder holding another job (other config or inputs) and start over")
+    _add_common(p)
+    p.set_defaults(func=cmd_prepare)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)  # validated before any process starts
     from launcher.local_launch import default_nproc, launch_local, under_torchrun
@@ -46,8 +60,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not under_torchrun():
         if args.resume not in (None, "auto", "none"):  # a bad path fails here, not after N ranks started
             from pretrain.checkpoint.store import resolve_resume
+            from pretrain.run_dir import RunDir
 
-            resolve_resume(args.resume, Path(cfg.train.run_dir) / "checkpoints")
+            resolve_resume(args.resume, RunDir(cfg.train.run_dir).checkpoints)
         return launch_local(args.argv, args.nproc or default_nproc())
     from pretrain.training.trainer import train
 
@@ -67,16 +82,49 @@ def _exit_fast() -> None:
     os._exit(0)
 
 
+def _register_train(sub) -> None:
+    """The parser of `wordpool train`; cmd_train runs it."""
+    p = sub.add_parser("train", help="train with DeepSpeed ZeRO on prepared shards (N local ranks via torchrun)",
+                       description="Train a word-pooled LM. Without torchrun around it, starts --nproc ranks itself.")
+    p.add_argument("--nproc", type=int, help="local processes (default: one per GPU, 1 on CPU)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="auto: newest complete checkpoint of train.run_dir (fresh start if none); PATH: that one")
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
     from launcher.launch import run_launch
 
     return run_launch(args)
 
 
+def _register_launch(sub) -> None:
+    """The parser of `wordpool launch`; cmd_launch runs it."""
+    from launcher import launch  # stdlib-only at import: the parser stays fast
+
+    p = sub.add_parser("launch", help="supervised training: local, hostfile (ssh), Slurm or a rendezvous endpoint",
+                       description="Start training through torchrun on one or many nodes, restart it from the newest "
+                                   "checkpoint after a failure (fault.max_restarts), and turn SIGTERM/SIGUSR1 into a "
+                                   "checkpoint-and-exit (exit 75). See docs/RUN_DIR.md.")
+    launch.add_arguments(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_launch)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from launcher.status import run_status
 
     return run_status(args)
+
+
+def _register_status(sub) -> None:
+    """The parser of `wordpool status`; cmd_status runs it."""
+    from launcher import status  # stdlib-only at import: the parser stays fast
+
+    p = sub.add_parser("status", help="a run's step, throughput, checkpoints, restarts, skips, evals; writes status.png")
+    status.add_arguments(p)
+    p.set_defaults(func=cmd_status)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -109,6 +157,22 @@ def _watch(args: argparse.Namespace) -> int:
                                args.once, args.data_dir))
 
 
+def _register_eval(sub) -> None:
+    """The parser of `wordpool eval`; cmd_eval runs it."""
+    p = sub.add_parser("eval", help="validation bits/byte and next-word accuracy of a checkpoint, or of each new "
+                                    "checkpoint of a run (--watch)")
+    p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint folder (…/checkpoints/step_N) or an export folder")
+    p.add_argument("--watch", metavar="RUN_DIR",
+                   help="evaluate each complete checkpoint of RUN_DIR as it appears (eval.json beside it, "
+                        "RUN_DIR/watch_evals.jsonl, the run's wandb under watch/); stops when the run finished")
+    p.add_argument("--poll-seconds", type=float, help="--watch: seconds between looks for new checkpoints (default 30)")
+    p.add_argument("--timeout", type=float, metavar="S", help="--watch: stop after S seconds")
+    p.add_argument("--once", action="store_true", help="--watch: one pass over the checkpoints there now, then exit")
+    p.add_argument("--data-dir", help="shards to evaluate on (default: the run's data.output)")
+    p.add_argument("--max-batches", type=int, help="limit the number of val micro-batches")
+    p.set_defaults(func=cmd_eval)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from pretrain.inference.loading import generate_text, load_model
 
@@ -118,6 +182,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
                   on_word=lambda w: print(w, end="", flush=True), loaded=loaded)
     print()
     return 0
+
+
+def _register_generate(sub) -> None:
+    """The parser of `wordpool generate`; cmd_generate runs it."""
+    p = sub.add_parser("generate", help="continue a prompt word by word from a checkpoint")
+    p.add_argument("--checkpoint", required=True, metavar="PATH")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--max-words", type=int, default=30)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -131,6 +207,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_export(sub) -> None:
+    """The parser of `wordpool export`; cmd_export runs it."""
+    p = sub.add_parser("export", help="a checkpoint -> model.safetensors + config.json, usable without DeepSpeed",
+                       description="Consolidate a checkpoint's weights (any ZeRO stage) to fp32 safetensors plus "
+                                   "the run's config; eval and generate accept the output folder.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a checkpoint folder, or a run dir / checkpoints root (its newest complete checkpoint)")
+    p.add_argument("--out", required=True, metavar="DIR", help="export folder (written atomically)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty DIR")
+    p.set_defaults(func=cmd_export)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from launcher.compare.config import load_compare_config
 
@@ -141,10 +229,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_compare(sub) -> None:
+    """The parser of `wordpool compare`; cmd_compare runs it."""
+    p = sub.add_parser("compare", help="word-pooled vs BPE vs bytes at equal training FLOPs: LR sweep, seeds, report",
+                       description="Prepare the three tokenizations, train each model to the same FLOP budget "
+                                   "(LR sweep on seed 0, best LR on every seed) with `wordpool train`, evaluate "
+                                   "with `wordpool eval`, and write report.md, results.json and plots.")
+    p.add_argument("--config", required=True, help="compare config (configs/compare/*.yaml)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: the config's out, or runs/compare/<name>)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override compare config keys")
+    p.set_defaults(func=cmd_compare)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from launcher.quickstart import quickstart
 
     return quickstart(args.out, args.overrides)
+
+
+def _register_quickstart(sub) -> None:
+    """The parser of `wordpool quickstart`; cmd_quickstart runs it."""
+    p = sub.add_parser("quickstart", help="the main job on a built-in corpus: prepare, train (2 ranks), eval, generate")
+    p.add_argument("--out", default="runs/quickstart", help="folder for the corpus, shards and run")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override configs/quickstart.yaml keys")
+    p.set_defaults(func=cmd_quickstart)
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
@@ -155,6 +263,25 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
                              split_digits=args.split_digits, bpe_vocab_size=args.bpe_vocab_size)
     print_report(run_bench(settings, args.json))
     return 0
+
+
+def _register_bench_data(sub) -> None:
+    """The parser of `wordpool bench data`; cmd_bench_data runs it."""
+    p = sub.add_parser("data", help="segmentation MB/s per core vs HF BPE, and the Ray job with 1 and 2 workers",
+                       description="Measure segmentation+encoding and HF BPE encoding MB/s per core, and the whole "
+                                   "prepare job's MB/s with 1 and 2 Ray workers, on the same text.")
+    p.add_argument("--input", action="extend", nargs="+", required=True, metavar="PATH",
+                   help="text or JSONL files (repeatable)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--scale", type=int, default=8, help="the Ray job reads the text N times over (default 8)")
+    p.add_argument("--repeats", type=int, default=16, help="per-core passes, best counts (default 16)")
+    p.add_argument("--job-repeats", type=int, default=2, help="Ray job runs per worker count (default 2)")
+    p.add_argument("--parts", type=int, default=8, help="files the text is cut into for the Ray job (default 8)")
+    p.add_argument("--doc-split", choices=["file", "paragraph", "line"], default="paragraph")
+    p.add_argument("--max-word-bytes", type=int, default=32)
+    p.add_argument("--split-digits", action="store_true", help="number-aware splitting (groups of 3 digits)")
+    p.add_argument("--bpe-vocab-size", type=int, default=8192)
+    p.set_defaults(func=cmd_bench_data)
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
@@ -178,120 +305,12 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _yaml_str(value: str) -> str:
-    import json
-
-    return json.dumps(value)  # JSON strings are valid YAML scalars, quoting included
-
-
-def _yaml_list(values: list[str]) -> str:
-    return "[" + ", ".join(_yaml_str(v) for v in values) + "]"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wordpool", description="Pretrain word-pooled language models.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("prepare", help="raw text/JSONL -> word-segmented MDS shards (Ray Data job)",
-                       description="Segment raw corpora into words and write MDS train/val shards plus stats.json.")
-    p.add_argument("--input", nargs="+", metavar="PATH", help="input files or globs (overrides data.inputs)")
-    p.add_argument("--output", metavar="DIR", help="output folder (overrides data.output)")
-    p.add_argument("--ray-address", help="join an existing Ray cluster (overrides data.ray_address)")
-    p.add_argument("--tokenizer", choices=["words", "bytes", "bpe"], help="overrides data.tokenizer")
-    p.add_argument("--force", action="store_true",
-                   help="delete an output folder holding another job (other config or inputs) and start over")
-    _add_common(p)
-    p.set_defaults(func=cmd_prepare)
-
-    p = sub.add_parser("train", help="train with DeepSpeed ZeRO on prepared shards (N local ranks via torchrun)",
-                       description="Train a word-pooled LM. Without torchrun around it, starts --nproc ranks itself.")
-    p.add_argument("--nproc", type=int, help="local processes (default: one per GPU, 1 on CPU)")
-    p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="auto: newest complete checkpoint of train.run_dir (fresh start if none); PATH: that one")
-    _add_common(p)
-    p.set_defaults(func=cmd_train)
-
-    from launcher import launch, status  # stdlib-only at import: the parser stays fast
-
-    p = sub.add_parser("launch", help="supervised training: local, hostfile (ssh), Slurm or a rendezvous endpoint",
-                       description="Start training through torchrun on one or many nodes, restart it from the newest "
-                                   "checkpoint after a failure (fault.max_restarts), and turn SIGTERM/SIGUSR1 into a "
-                                   "checkpoint-and-exit (exit 75). See docs/RUN_DIR.md.")
-    launch.add_arguments(p)
-    _add_common(p)
-    p.set_defaults(func=cmd_launch)
-
-    p = sub.add_parser("status", help="a run's step, throughput, checkpoints, restarts, skips, evals; writes status.png")
-    status.add_arguments(p)
-    p.set_defaults(func=cmd_status)
-
-    p = sub.add_parser("eval", help="validation bits/byte and next-word accuracy of a checkpoint, or of each new "
-                                    "checkpoint of a run (--watch)")
-    p.add_argument("--checkpoint", metavar="PATH", help="a checkpoint folder (…/checkpoints/step_N) or an export folder")
-    p.add_argument("--watch", metavar="RUN_DIR",
-                   help="evaluate each complete checkpoint of RUN_DIR as it appears (eval.json beside it, "
-                        "RUN_DIR/watch_evals.jsonl, the run's wandb under watch/); stops when the run finished")
-    p.add_argument("--poll-seconds", type=float, help="--watch: seconds between looks for new checkpoints (default 30)")
-    p.add_argument("--timeout", type=float, metavar="S", help="--watch: stop after S seconds")
-    p.add_argument("--once", action="store_true", help="--watch: one pass over the checkpoints there now, then exit")
-    p.add_argument("--data-dir", help="shards to evaluate on (default: the run's train.data_dir)")
-    p.add_argument("--max-batches", type=int, help="limit the number of val micro-batches")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("generate", help="continue a prompt word by word from a checkpoint")
-    p.add_argument("--checkpoint", required=True, metavar="PATH")
-    p.add_argument("--prompt", default="", help="text to continue")
-    p.add_argument("--max-words", type=int, default=30)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_generate)
-
-    p = sub.add_parser("export", help="a checkpoint -> model.safetensors + config.json, usable without DeepSpeed",
-                       description="Consolidate a checkpoint's weights (any ZeRO stage) to fp32 safetensors plus "
-                                   "the run's config; eval and generate accept the output folder.")
-    p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="a checkpoint folder, or a run dir / checkpoints root (its newest complete checkpoint)")
-    p.add_argument("--out", required=True, metavar="DIR", help="export folder (written atomically)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty DIR")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("compare", help="word-pooled vs BPE vs bytes at equal training FLOPs: LR sweep, seeds, report",
-                       description="Prepare the three tokenizations, train each model to the same FLOP budget "
-                                   "(LR sweep on seed 0, best LR on every seed) with `wordpool train`, evaluate "
-                                   "with `wordpool eval`, and write report.md, results.json and plots.")
-    p.add_argument("--config", required=True, help="compare config (configs/compare/*.yaml)")
-    p.add_argument("--out", metavar="DIR", help="run directory (default: the config's out, or runs/compare/<name>)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override compare config keys")
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("quickstart", help="the main job on a built-in corpus: prepare, train (2 ranks), eval, generate")
-    p.add_argument("--out", default="runs/quickstart", help="folder for the corpus, shards and run")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override configs/quickstart.yaml keys")
-    p.set_defaults(func=cmd_quickstart)
-
-    p = sub.add_parser("bench", help="benchmarks: `bench data` (pipeline throughput), `bench train` (model training throughput)")
-    bench = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
-    p = bench.add_parser("data", help="segmentation MB/s per core vs HF BPE, and the Ray job with 1 and 2 workers",
-                         description="Measure segmentation+encoding and HF BPE encoding MB/s per core, and the whole "
-                                     "prepare job's MB/s with 1 and 2 Ray workers, on the same text.")
-    p.add_argument("--input", action="extend", nargs="+", required=True, metavar="PATH",
-                   help="text or JSONL files (repeatable)")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    p.add_argument("--scale", type=int, default=8, help="the Ray job reads the text N times over (default 8)")
-    p.add_argument("--repeats", type=int, default=16, help="per-core passes, best counts (default 16)")
-    p.add_argument("--job-repeats", type=int, default=2, help="Ray job runs per worker count (default 2)")
-    p.add_argument("--parts", type=int, default=8, help="files the text is cut into for the Ray job (default 8)")
-    p.add_argument("--doc-split", choices=["file", "paragraph", "line"], default="paragraph")
-    p.add_argument("--max-word-bytes", type=int, default=32)
-    p.add_argument("--split-digits", action="store_true", help="number-aware splitting (groups of 3 digits)")
-    p.add_argument("--bpe-vocab-size", type=int, default=8192)
-    p.set_defaults(func=cmd_bench_data)
-
-    p = bench.add_parser("train", help="training text bytes/s of the word-pooled model vs byte and BPE baselines",
-                         description="Train the word-pooled model and its byte and BPE baselines (same backbone, "
-                                     "same text, one rank of the trainer's DeepSpeed engine) and print text bytes/s, "
-                                     "words/s, tokens/s, step time, peak memory, FLOP/s and MFU for each.")
+def _register_bench_train(sub) -> None:
+    """The parser of `wordpool bench train`; cmd_bench_train runs it."""
+    p = sub.add_parser("train", help="training text bytes/s of the word-pooled model vs byte and BPE baselines",
+                       description="Train the word-pooled model and its byte and BPE baselines (same backbone, "
+                                   "same text, one rank of the trainer's DeepSpeed engine) and print text bytes/s, "
+                                   "words/s, tokens/s, step time, peak memory, FLOP/s and MFU for each.")
     _add_common(p)
     p.add_argument("--input", action="extend", nargs="+", metavar="PATH", help="text to train on (default: data.inputs)")
     p.add_argument("--work-dir", default="runs/bench-train", help="where the three tokenizations are prepared")
@@ -304,6 +323,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     p.set_defaults(func=cmd_bench_train)
 
+
+def _yaml_str(value: str) -> str:
+    import json
+
+    return json.dumps(value)  # JSON strings are valid YAML scalars, quoting included
+
+
+def _yaml_list(values: list[str]) -> str:
+    return "[" + ", ".join(_yaml_str(v) for v in values) + "]"
+
+
+def _register_bench(sub) -> None:
+    """`wordpool bench`: the benchmark commands under it."""
+    p = sub.add_parser("bench", help="benchmarks: `bench data` (pipeline throughput), `bench train` (model training throughput)")
+    bench = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    _register_bench_data(bench)
+    _register_bench_train(bench)
+
+
+# every command, in the order `wordpool --help` lists them
+COMMANDS = (_register_prepare, _register_train, _register_launch, _register_status, _register_eval,
+            _register_generate, _register_export, _register_compare, _register_quickstart, _register_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wordpool", description="Pretrain word-pooled language models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(sub)
     return parser
 
 

@@ -16,6 +16,8 @@ import sys
 import threading
 from pathlib import Path
 
+from pretrain.run_dir import RunDir, write_atomic
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_argument_group("where (default: --nproc processes on this machine)")
@@ -154,7 +156,7 @@ def _run_on_hosts(commands: list[list[str]], names: list[str], run_dir: str) -> 
     failed = {name: code for name, code in codes.items() if code not in (0, EXIT_PREEMPTED)}
     if failed:
         print("wordpool launch: failed on " + ", ".join(f"{n} (exit {c})" for n, c in failed.items()) +
-              f"; reports in {Path(run_dir) / 'failures'}", file=sys.stderr)
+              f"; reports in {RunDir(run_dir).failures}", file=sys.stderr)
         first = next(iter(failed.values()))
         return first if first > 0 else 1
     return EXIT_PREEMPTED if EXIT_PREEMPTED in codes.values() else 0
@@ -172,13 +174,13 @@ def _launch_slurm(args: argparse.Namespace, cfg) -> int:
                            gpus_per_node=args.slurm_gpus_per_node, cpus_per_task=args.slurm_cpus_per_task,
                            extra=args.slurm_extra)
     command_line = "wordpool " + shlex.join(getattr(args, "argv", []) or ["launch", "--slurm"])
-    script = sbatch_script(options, args.workdir or os.getcwd(), str(run_dir / "slurm"), sys.executable,
+    run = RunDir(run_dir)
+    script = sbatch_script(options, args.workdir or os.getcwd(), str(run.slurm), sys.executable,
                            args.rdzv_port, args.rdzv_id or default_rdzv_id(cfg.train.run_dir),
                            args.nproc or args.slurm_gpus_per_node, args.config, args.overrides,
                            resolve_env(args.env), command_line.replace("\n", "\\n"))
-    path = run_dir / "slurm" / "launch.sbatch"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(script)
+    path = run.slurm_script
+    write_atomic(path, script, make_parents=True)
     if args.dry_run:
         print(script, end="")
         print(f"wordpool launch: wrote {path}; not submitted (dry run): sbatch {shlex.quote(str(path))}",

@@ -4,7 +4,6 @@ built-in corpus -> Ray Data prepare -> 2-rank DeepSpeed ZeRO-2 training with che
 scheduled evaluation -> final evaluation -> a sample continuation."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -21,8 +20,7 @@ def quickstart(out: str, overrides: list[str] | None = None, nproc: int = 2) -> 
     start = time.perf_counter()
     out = Path(out).resolve()
     shutil.rmtree(out / "run", ignore_errors=True)  # a quickstart always starts from scratch
-    cfg = load_config(CONFIG, [f"data.output={out / 'shards'}", f"train.data_dir={out / 'shards'}",
-                               f"train.run_dir={out / 'run'}", *(overrides or [])])
+    cfg = load_config(CONFIG, [f"data.output={out / 'shards'}", f"train.run_dir={out / 'run'}", *(overrides or [])])
 
     from data_pipeline.builtin_corpus import write_builtin_corpus
     from data_pipeline.job import run_prepare
@@ -52,12 +50,14 @@ def quickstart(out: str, overrides: list[str] | None = None, nproc: int = 2) -> 
 
     from pretrain.checkpoint.store import find_latest
     from pretrain.inference.loading import eval_checkpoint, generate_text, load_model
+    from pretrain.run_dir import RunDir, read_jsonl
 
-    latest = find_latest(out / "run" / "checkpoints")
+    run = RunDir(out / "run")
+    latest = find_latest(run.checkpoints)
     print(f"== 4/4 evaluate and generate from {latest}", flush=True)
     loaded = load_model(latest)
     final = eval_checkpoint(latest, loaded=loaded)
-    evals = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = read_jsonl(run.metrics)
     first = next(r for r in evals if r["kind"] == "eval" and r["step"] == 0)
     drop = 1 - final["val_bpb"] / first["val_bpb"]
     print(f"validation bits/byte: {first['val_bpb']:.3f} at step 0 -> {final['val_bpb']:.3f} at step "

@@ -1,11 +1,11 @@
 """The supervisor's side of the run-directory contract (docs/RUN_DIR.md): `control/stop`, `control/exit.json`
 and `launch.jsonl`, and the signal handling that turns SIGTERM/SIGUSR1 into a stop request.
 
-Other nodes read these files over a shared filesystem, so each is written whole (tmp + rename) or appended
-with a single write. Standard library only: it is imported before anything heavy."""
+Other nodes read these files over a shared filesystem, so each is written whole or appended with a single
+write (pretrain/run_dir.py's write_json_atomic and append_jsonl). Standard library only: it is imported
+before anything heavy."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -14,67 +14,48 @@ import time
 from pathlib import Path
 from typing import Callable
 
-CONTROL = "control"
-STOP = "stop"
-EXIT = "exit.json"
-LAUNCH_LOG = "launch.jsonl"
+from pretrain.run_dir import RunDir, append_jsonl, read_json, write_json_atomic
+
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: a checkpoint was saved, run the same command again (the generated Slurm script requeues on it)
-
-
-def control_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CONTROL
 
 
 def clear_stale_control(run_dir: str | Path) -> None:
     """A stop request or exit record left by an earlier launch must not end this one."""
-    folder = control_dir(run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (STOP, EXIT):
-        (folder / name).unlink(missing_ok=True)
-
-
-def write_json_atomic(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # tmp name unique per node and process: several supervisors may write the same file at once
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, path)
+    run = RunDir(run_dir)
+    run.control.mkdir(parents=True, exist_ok=True)
+    for path in (run.control_stop, run.exit_json):
+        path.unlink(missing_ok=True)
 
 
 def request_stop(run_dir: str | Path, signal_name: str) -> Path:
-    path = control_dir(run_dir) / STOP
+    path = RunDir(run_dir).control_stop
     write_json_atomic(path, {"signal": signal_name, "time": time.time(), "host": socket.gethostname(),
-                             "pid": os.getpid()})
+                             "pid": os.getpid()}, indent=None, make_parents=True)
     return path
 
 
 def stop_requested(run_dir: str | Path) -> bool:
-    return (control_dir(run_dir) / STOP).exists()
+    return RunDir(run_dir).control_stop.exists()
 
 
 def read_exit_reason(run_dir: str | Path, wait_s: float = 0.0) -> str | None:
     """`reason` of control/exit.json, or None if there is none. Waits up to `wait_s`: on another node than
     rank 0 the file may show up a moment after this node's ranks exited."""
-    path = control_dir(run_dir) / EXIT
+    path = RunDir(run_dir).exit_json
     deadline = time.monotonic() + wait_s
     while True:
-        try:
-            return json.loads(path.read_text()).get("reason")
-        except (FileNotFoundError, json.JSONDecodeError):  # absent, or caught mid-write on a non-POSIX FS
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.2)
+        record = read_json(path)  # None: absent, or caught mid-write on a non-POSIX FS
+        if record is not None:
+            return record.get("reason")
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
 
 
 def append_launch_event(run_dir: str | Path, record: dict) -> None:
-    path = Path(run_dir) / LAUNCH_LOG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({**record, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())  # one write per line: lines of several nodes never interleave
-    finally:
-        os.close(fd)
+    # one write per line: lines of several nodes never interleave
+    append_jsonl(RunDir(run_dir).launch_log, {**record, "time": time.time(), "host": socket.gethostname(),
+                                              "pid": os.getpid()}, make_parents=True)
 
 
 class StopOnSignal:

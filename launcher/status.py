@@ -15,13 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pretrain.run_dir import (WATCH_LOG, check_run_dir, complete_checkpoints, last_per_step, of_kind, read_json,
-                                  read_jsonl, run_config, step_of)
+from pretrain.run_dir import (COMPLETE, EVAL_FILE, RunDir, check_run_dir, complete_checkpoints, last_per_step,
+                              of_kind, read_json, read_jsonl, read_text, run_config, step_of, timeout_field)
 
-# the trainer's hang limits (fault.*_timeout_s defaults): a rank silent for longer is dead or about to be
-# killed by its watchdog, so its heartbeat no longer means "running"
-DEFAULT_LIMITS = {"step_timeout_s": 300.0, "io_timeout_s": 1800.0, "init_timeout_s": 900.0}
-IO_PHASES = ("eval", "checkpoint", "load", "rollback")
 EVAL_KEYS = ("val_bpb", "val_loss", "val_word_acc")
 
 
@@ -53,7 +49,8 @@ def collect(run_dir: Path, window: int = 20, stale_seconds: float | None = None,
             now: float | None = None) -> dict[str, Any]:
     """The whole status as a JSON-ready dict."""
     now = time.time() if now is None else now
-    records = read_jsonl(run_dir / "metrics.jsonl")
+    run = RunDir(run_dir)
+    records = read_jsonl(run.metrics)
     train = last_per_step(of_kind(records, "train"))
     attempts = of_kind(records, "attempt")
     cfg = run_config(run_dir) or {}
@@ -69,11 +66,11 @@ def collect(run_dir: Path, window: int = 20, stale_seconds: float | None = None,
     eta = None
     if total and step is not None and rates.get("seconds_per_step") and state["state"] == "running":
         eta = max(total - step, 0) * rates["seconds_per_step"]
-    launches = [r for r in read_jsonl(run_dir / "launch.jsonl") if r.get("event") == "start"]
+    launches = [r for r in read_jsonl(run.launch_log) if r.get("event") == "start"]
     skips = of_kind(records, "skip")
     rollbacks = of_kind(records, "rollback")
     evals = of_kind(records, "eval")
-    watch = read_jsonl(run_dir / WATCH_LOG)
+    watch = read_jsonl(run.watch_log)
     return {
         "run_dir": str(run_dir),
         "state": state,
@@ -95,7 +92,7 @@ def collect(run_dir: Path, window: int = 20, stale_seconds: float | None = None,
                       "last": _pick(rollbacks[-1], "from_step", "to_step", "checkpoint") if rollbacks else None},
         "eval": _pick(evals[-1], "step", "time", *EVAL_KEYS, "hook") if evals else None,
         "watch_eval": _pick(watch[-1], "step", "time", *EVAL_KEYS, "checkpoint") if watch else None,
-        "wandb_id": _read_text(run_dir / "wandb_id"),
+        "wandb_id": read_text(run.wandb_id),
     }
 
 
@@ -104,8 +101,9 @@ def job_state(run_dir: Path, records: list[dict], cfg: dict, stale_seconds: floa
     """finished / preempted (control/exit.json), running (fresh heartbeats, or fresh metrics when a trainer
     writes none), failed (a failure report since the last attempt started), finished (`done`: the last step
     and its checkpoint exist), stopped, or not started."""
-    exit_record = read_json(run_dir / "control" / "exit.json")
-    beats = [b for b in (read_json(p) for p in sorted((run_dir / "heartbeat").glob("rank_*.json")))
+    run = RunDir(run_dir)
+    exit_record = read_json(run.exit_json)
+    beats = [b for b in (read_json(p) for p in run.heartbeat_files())
              if b and isinstance(b.get("time"), (int, float))]
     newest = max(beats, key=lambda b: b["time"]) if beats else None
     out: dict[str, Any] = {"exit": exit_record, "failure": None, "ranks_beating": len(beats),
@@ -143,17 +141,21 @@ def job_state(run_dir: Path, records: list[dict], cfg: dict, stale_seconds: floa
 
 
 def _beat_limit(cfg: dict, phase: str | None) -> float:
-    fault = {**DEFAULT_LIMITS, **(cfg.get("fault") or {})}
-    if phase in IO_PHASES:
-        return float(fault["io_timeout_s"])
-    if phase == "start":
-        return float(fault["init_timeout_s"])
-    return float(fault["step_timeout_s"])
+    """The trainer's hang limit for `phase` (the run's saved fault.*_timeout_s, else FaultConfig's defaults): a
+    rank silent for longer is dead or about to be killed by its watchdog, so its heartbeat no longer means
+    "running". Status cannot tell the first steps from later ones: only "start" gets init_timeout_s."""
+    field = timeout_field(phase, warming_up=phase == "start")
+    saved = (cfg.get("fault") or {}).get(field)
+    if saved is not None:
+        return float(saved)
+    from schema import FaultConfig  # pydantic: imported only when a run has no saved config
+
+    return float(FaultConfig.model_fields[field].default)
 
 
 def newest_failure(run_dir: Path, now: float) -> dict | None:
     reports = []
-    for path in (run_dir / "failures").glob("*.json"):
+    for path in RunDir(run_dir).failure_reports():
         report = read_json(path)
         if report is not None:
             stamp = report.get("time") if isinstance(report.get("time"), (int, float)) else path.stat().st_mtime
@@ -164,7 +166,7 @@ def newest_failure(run_dir: Path, now: float) -> dict | None:
     fields = ", ".join(f"{k} {str(report[k])[:120]}" for k in ("rank", "step", "phase", "checkpoint", "error",
                                                                 "reason", "message") if report.get(k) is not None)
     summary = f"{report.get('kind', path.stem)}" + (f" ({fields})" if fields else "") + \
-        f", {_ago(now - stamp)}, failures/{path.name}"
+        f", {_ago(now - stamp)}, {path.parent.name}/{path.name}"
     return {"file": str(path), "kind": report.get("kind"), "time": stamp, "summary": summary}
 
 
@@ -205,13 +207,13 @@ def last_checkpoint(run_dir: Path, now: float) -> dict | None:
     if not found:
         return None
     folder = found[-1]
-    marker = read_json(folder / "COMPLETE") or {}
+    marker = read_json(folder / COMPLETE) or {}
     try:
-        stamp = marker.get("time") or (folder / "COMPLETE").stat().st_mtime
+        stamp = marker.get("time") or (folder / COMPLETE).stat().st_mtime
     except OSError:  # deleted by retention since it was listed
         stamp = None
     return {"path": str(folder), "step": step_of(folder), "age_s": now - stamp if stamp else None,
-            "evaluated": (folder / "eval.json").is_file()}
+            "evaluated": (folder / EVAL_FILE).is_file()}
 
 
 def _pick(record: dict, *keys: str) -> dict:
@@ -223,13 +225,6 @@ def _count_by(records: list[dict], key: str) -> dict[str, int]:
     for r in records:
         counts[str(r.get(key))] = counts.get(str(r.get(key)), 0) + 1
     return counts
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
 
 
 def duration(seconds: float | None) -> str:
@@ -323,7 +318,7 @@ def print_table(summary: dict) -> None:
 def _write_plot(run_dir: Path) -> str | None:
     from launcher.status_plot import plot_status
 
-    path = run_dir / "status.png"
+    path = RunDir(run_dir).status_png
     try:
         plot_status(run_dir, path)
     except OSError as exc:  # e.g. someone else's read-only run directory

@@ -2,10 +2,9 @@
 step, with restarts and rollbacks marked as vertical lines."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from pretrain.run_dir import WATCH_LOG, last_per_step, of_kind, read_jsonl
+from pretrain.run_dir import RunDir, atomic_file, last_per_step, of_kind, read_jsonl
 
 
 def plot_status(run_dir: Path, path: Path) -> None:
@@ -14,10 +13,11 @@ def plot_status(run_dir: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_jsonl(run_dir / "metrics.jsonl")
+    run = RunDir(run_dir)
+    records = read_jsonl(run.metrics)
     train = last_per_step(of_kind(records, "train"))
     evals = last_per_step(of_kind(records, "eval"))
-    watch = last_per_step(read_jsonl(run_dir / WATCH_LOG))
+    watch = last_per_step(read_jsonl(run.watch_log))
     restarts = [r["step"] for r in of_kind(records, "attempt")[1:] if isinstance(r.get("step"), (int, float))]
     rollbacks = [r.get("from_step", r.get("step")) for r in of_kind(records, "rollback")]
 
@@ -38,13 +38,11 @@ def plot_status(run_dir: Path, path: Path) -> None:
                       f"{len(rollbacks)} rollback(s)")
     fig.tight_layout()
     # written whole or not at all: a viewer (or a second `status`) never reads half a PNG
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, path)
+        with atomic_file(path, "wb") as f:
+            fig.savefig(f, dpi=100, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def _points(records: list[dict], key: str) -> tuple[list, list]:

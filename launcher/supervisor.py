@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launcher.run_control import (EXIT_PREEMPTED, StopOnSignal, append_launch_event, clear_stale_control,
-                                  read_exit_reason, write_json_atomic)
+                                  read_exit_reason)
+from pretrain.run_dir import RunDir, write_json_atomic
 
+LAUNCH_REPORT = "launch-"  # failures/launch-*.json: this supervisor's reports
 EXIT_WAIT_S = 10.0  # how long a node other than rank 0's waits for control/exit.json on a shared filesystem
 
 
@@ -167,7 +169,7 @@ def _finish(run: Path, rc: int, started: float, restarts: int | None, max_restar
         if reason is None:
             # torchrun's 0 means every rank returned normally: finished, or stopped because we asked
             reason = "preempted" if stopper.signal_name else "finished"
-            print(f"wordpool launch: warning: no {run / 'control' / 'exit.json'}; assuming {reason}",
+            print(f"wordpool launch: warning: no {RunDir(run).exit_json}; assuming {reason}",
                   file=sys.stderr)
         code = EXIT_PREEMPTED if reason == "preempted" else 0
         if code == EXIT_PREEMPTED:
@@ -186,8 +188,8 @@ def failures_since(run: Path, since: float) -> list[tuple[Path, dict | str]]:
     """Failure reports written since `since`, oldest first (other supervisors' launch-* reports left out:
     they describe the same failure as this one)."""
     found = []
-    for path in (run / "failures").glob("*.json"):
-        if path.name.startswith("launch-"):
+    for path in RunDir(run).failure_reports():
+        if path.name.startswith(LAUNCH_REPORT):
             continue
         try:
             mtime = path.stat().st_mtime
@@ -217,19 +219,19 @@ def report_failure(run: Path, rc: int, started: float, restarts: int | None, max
     failures = failures_since(run, started)
     host = socket.gethostname()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
-    path = run / "failures" / f"launch-{stamp}-{host}-{os.getpid()}.json"
+    path = RunDir(run).failure(f"{LAUNCH_REPORT}{stamp}-{host}-{os.getpid()}")
     used = "none (the worker group never started)" if restarts is None else str(restarts)
     record = {"kind": "launch", "reason": reason, "torchrun_rc": rc, "restarts_used": restarts,
               "max_restarts": max_restarts, "target": target, "host": host, "launch_started": started,
               "time": time.time(), "failures": [{"file": str(p), "record": r} for p, r in failures[-last:]]}
-    write_json_atomic(path, record)
+    write_json_atomic(path, record, indent=None, make_parents=True)
     lines = [f"wordpool launch: training {reason}: torchrun exited with {rc}",
              f"  restarts used: {used} of {max_restarts} (fault.max_restarts)"]
     if failures:
         lines.append(f"  last failure reports since this launch started ({len(failures)} in all):")
         lines += [f"    {p}: {_summary(r)}" for p, r in failures[-last:]]
     else:
-        lines.append(f"  no failure reports in {run / 'failures'} since this launch started; "
+        lines.append(f"  no failure reports in {RunDir(run).failures} since this launch started; "
                      f"the ranks' own output above says what went wrong")
     lines.append(f"  report: {path}")
     print("\n".join(lines), file=sys.stderr, flush=True)

@@ -2,7 +2,7 @@
 
 The per-word encoder/decoder stacks attend within each word only; packing the words' positions flat
 and giving the kernel the sequence boundaries avoids both padding every word to the longest one and
-an explicit mask (which keeps SDPA off its flash kernel; NOTES §3).
+an explicit mask (which keeps SDPA off its flash kernel; docs/ARCHITECTURE.md, "Per-word stacks").
 
 Contract of `varlen_attention(q, k, v, cu_seqlens_q, max_seqlen_q, causal, ...)`:
   q [total_q, heads, head_dim], k/v [total_k, heads, head_dim]: sequence i occupies rows

@@ -4,9 +4,10 @@ It imports no other package of the project, so every layer (data_pipeline, pretr
 """
 from schema.base import Strict, UserError
 from schema.data import DataConfig
-from schema.load import ConfigError, WordpoolConfig, apply_overrides, load_config, validate
-from schema.model import ModelConfig, StackConfig
+from schema.load import ConfigError, WordpoolConfig, apply_overrides, load_config, load_yaml, validate
+from schema.model import TOKENIZER_OF, ModelConfig, StackConfig
 from schema.train import EvalHookConfig, FaultConfig, TrainConfig, WandbConfig
 
 __all__ = ["ConfigError", "DataConfig", "EvalHookConfig", "FaultConfig", "ModelConfig", "StackConfig", "Strict",
-           "TrainConfig", "UserError", "WandbConfig", "WordpoolConfig", "apply_overrides", "load_config", "validate"]
+           "TOKENIZER_OF", "TrainConfig", "UserError", "WandbConfig", "WordpoolConfig", "apply_overrides",
+           "load_config", "load_yaml", "validate"]

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from schema.base import Strict, UserError
 from schema.data import DataConfig
-from schema.model import ModelConfig
+from schema.model import ModelConfig, derived_model_sizes
 from schema.train import EvalHookConfig, FaultConfig, TrainConfig, WandbConfig
 
 
@@ -27,6 +28,24 @@ class WordpoolConfig(Strict):
         None, description="scheduled evaluations; default: val_bpb, word_acc and rare_word_acc every "
                           "train.eval_every steps and at the end")
 
+    @model_validator(mode="after")
+    def _derive_model_sizes(self):
+        """model.max_word_bytes / model.max_words are the data section's facts, filled in from it; a value
+        given for them that differs is an error naming the data key to set instead."""
+        update = {}
+        for field, (source, value) in derived_model_sizes(self.model.kind, self.data).items():
+            given = getattr(self.model, field)
+            if given == value:
+                continue
+            if field in self.model.model_fields_set:
+                raise PydanticCustomError(
+                    "derived_key", "{value}, derived from {source}={value}; set {source}",
+                    {"key": f"model.{field}", "got": given, "value": value, "source": source})
+            update[field] = value
+        if update:
+            self.model = self.model.model_copy(update=update)  # a copy: a caller's ModelConfig stays as it was
+        return self
+
 
 class ConfigError(UserError):
     """A config that cannot be used; the message is meant for the user as is."""
@@ -38,14 +57,17 @@ def _describe(err: dict[str, Any]) -> str:
         return f"{key}: unknown key (value {err['input']!r})"
     if err["type"] == "missing":
         return f"{key}: required key is missing"
+    if err["type"] == "derived_key":  # WordpoolConfig._derive_model_sizes: the key is in ctx, not in loc
+        return f"{err['ctx']['key']}: got {err['ctx']['got']!r} — expected {err['msg']}"
     return f"{key}: got {err['input']!r} — expected {err['msg'].removeprefix('Value error, ')}"
 
 
-def validate(raw: dict[str, Any], source: str) -> WordpoolConfig:
+def validate(raw: dict[str, Any], source: str, schema: type[Strict] = WordpoolConfig, what: str = "config"):
+    """raw -> a validated `schema` (a WordpoolConfig by default); a ConfigError naming every bad key."""
     try:
-        return WordpoolConfig.model_validate(raw)
+        return schema.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"invalid config {source}:"] + [f"  {_describe(e)}" for e in exc.errors()]
+        lines = [f"invalid {what} {source}:"] + [f"  {_describe(e)}" for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -70,21 +92,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> WordpoolConfig:
-    raw: dict[str, Any] = {}
-    source = "<defaults>"
-    if path is not None:
-        source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {p}: top level must be a mapping, got {type(raw).__name__}")
+def load_yaml(path: str | Path, overrides: list[str] | None = None, schema: type[Strict] = WordpoolConfig,
+              what: str = "config"):
+    """A YAML file plus `key.subkey=value` overrides -> a validated `schema`; `what` names it in errors."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} file {p} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} file {p}: top level must be a mapping, got {type(raw).__name__}")
+    return _validate_with_overrides(raw, str(p), overrides, schema, what)
+
+
+def _validate_with_overrides(raw: dict[str, Any], source: str, overrides: list[str] | None, schema, what: str):
     if overrides:
         source += " with overrides " + " ".join(overrides)
         raw = apply_overrides(raw, overrides)
-    return validate(raw, source)
+    return validate(raw, source, schema, what)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> WordpoolConfig:
+    if path is None:
+        return _validate_with_overrides({}, "<defaults>", overrides, WordpoolConfig, "config")
+    return load_yaml(path, overrides)

@@ -1,11 +1,23 @@
 """Schema of the `model` section: the word-pooled model and its baselines."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
 from schema.base import Strict
+
+if TYPE_CHECKING:
+    from schema.data import DataConfig
+
+TOKENIZER_OF = {"word_pooled": "words", "bytes": "bytes", "bpe": "bpe"}  # model.kind -> data.tokenizer it reads
+
+
+def derived_model_sizes(kind: str, data: "DataConfig") -> dict[str, tuple[str, int]]:
+    """The model fields that are facts of the data section: field -> (the data key, its value)."""
+    per_sample = "words_per_sample" if TOKENIZER_OF[kind] == "words" else "tokens_per_sample"
+    return {"max_word_bytes": ("data.max_word_bytes", data.max_word_bytes),
+            "max_words": (f"data.{per_sample}", getattr(data, per_sample))}
 
 
 class StackConfig(Strict):
@@ -41,8 +53,10 @@ class ModelConfig(Strict):
                               "bucketed: words grouped by length into power-of-two widths; padded: every word "
                               "padded to max_word_bytes (the reference)")
     vocab_size: int | None = Field(None, ge=2, description="bytes/bpe baselines: filled in from the shards")
-    max_word_bytes: int = Field(32, ge=4, description="must equal the shards' data.max_word_bytes")
-    max_words: int = Field(256, ge=2, description="longest word sequence (RoPE cache)")
+    max_word_bytes: int = Field(32, ge=4, description="derived from data.max_word_bytes: set that instead")
+    max_words: int = Field(256, ge=2, description="longest sequence the model reads (generation window); derived "
+                                                  "from data.words_per_sample (word_pooled) or data.tokens_per_sample "
+                                                  "(bytes, bpe): set that instead")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     rope_base: float = 10000.0
 

@@ -9,7 +9,6 @@ from schema.base import Strict
 
 
 class TrainConfig(Strict):
-    data_dir: str = Field("data/shards", description="folder written by `wordpool prepare`")
     run_dir: str = Field("runs/default", description="checkpoints, metrics.jsonl, wandb")
     steps: int = Field(200, ge=1, description="optimizer steps")
     micro_batch_size: int = Field(8, ge=1, description="samples per rank per micro-step")

@@ -13,7 +13,7 @@ from schema import DataConfig
 from data_pipeline.job import run_prepare
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKBONE = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_word_bytes=16",
+BACKBONE = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "data.max_word_bytes=16",
             "train.micro_batch_size=4", "train.warmup_steps=1", "train.log_every=1", "train.steps=3",
             "train.eval_every=3", "train.eval_batches=2", "train.checkpoint_every=3", "wandb.mode=disabled"]
 
@@ -38,7 +38,7 @@ def token_shards(ray_cluster, corpora, tmp_path_factory):
 @pytest.mark.parametrize("kind", ["bytes", "bpe"])
 def test_baseline_trains_evaluates_and_generates(token_shards, tmp_path, kind):
     run = tmp_path / "run"
-    proc = wordpool("train", "--nproc", "1", f"model.kind={kind}", f"train.data_dir={token_shards[kind]}",
+    proc = wordpool("train", "--nproc", "1", f"model.kind={kind}", f"data.output={token_shards[kind]}",
                     f"train.run_dir={run}", *BACKBONE)
     assert proc.returncode == 0, proc.stderr[-4000:]
     evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
@@ -61,7 +61,7 @@ def test_baseline_trains_evaluates_and_generates(token_shards, tmp_path, kind):
 
 
 def test_baseline_refuses_shards_of_another_tokenizer(token_shards, tmp_path):
-    proc = wordpool("train", "--nproc", "1", "model.kind=bpe", f"train.data_dir={token_shards['bytes']}",
+    proc = wordpool("train", "--nproc", "1", "model.kind=bpe", f"data.output={token_shards['bytes']}",
                     f"train.run_dir={tmp_path}", *BACKBONE)
     assert proc.returncode != 0
     assert "model.kind=bpe trains on data.tokenizer=bpe" in proc.stderr
@@ -74,7 +74,7 @@ def test_bench_train_reports_three_models(ray_cluster, corpora, tmp_path):
     slice_file = tmp_path / "slice.txt"
     slice_file.write_bytes((corpora / "tinyshakespeare.txt").read_bytes()[:60_000])
     settings = ["data.words_per_sample=32", "data.bpe_vocab_size=300", "data.max_word_bytes=16",
-                "model.max_word_bytes=16", *BACKBONE[:3], "model.encoder.d_model=16", "model.decoder.d_model=16",
+                *BACKBONE[:3], "model.encoder.d_model=16", "model.decoder.d_model=16",
                 "train.micro_batch_size=2"]
     # prepared here on the session's Ray cluster: the command then finds every unit done and starts no Ray
     prepare_data(load_config(None, settings), [str(slice_file)], tmp_path / "work")

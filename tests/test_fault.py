@@ -22,7 +22,7 @@ RUN = [*TINY, f"train.steps={STEPS}", "train.checkpoint_every=3", "train.keep_la
 
 
 def train(shards, run_dir, nproc, *extra, env=None, command="train"):
-    return wordpool(command, "--nproc", str(nproc), f"train.data_dir={shards}", f"train.run_dir={run_dir}", *RUN,
+    return wordpool(command, "--nproc", str(nproc), f"data.output={shards}", f"train.run_dir={run_dir}", *RUN,
                     *extra, env=env, timeout=400)
 
 
@@ -77,7 +77,7 @@ def test_chaos_sigkill_at_five_moments_resumes_bitwise(shards, reference, tmp_pa
     seed = random.randrange(1 << 16)
     rng = random.Random(seed)
     env = {**os.environ, "WORDPOOL_FAULT_KILL_IN_SAVE": f"6:1:{fired}"}  # rank 1 dies while checkpoint 6 is written
-    cmd = [sys.executable, "-m", "launcher.cli", "launch", "--nproc", "2", f"train.data_dir={shards}",
+    cmd = [sys.executable, "-m", "launcher.cli", "launch", "--nproc", "2", f"data.output={shards}",
            f"train.run_dir={run}", *RUN, "fault.max_restarts=6"]
     log = open(tmp_path / "launch.log", "w+")  # a file, not a pipe: nobody reads a pipe until the end
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
@@ -207,7 +207,7 @@ def test_skipped_updates_roll_back_and_eval_hooks_run(shards, tmp_path):
     evals = ("evals=[{kind: val_bpb, every_steps: 5}, {kind: callable, target: 'test_fault:record_hook', "
              "every_steps: 5}, {kind: samples, on_checkpoint: true, prompts: ['The '], max_words: 3}, "
              "{kind: word_acc, every_minutes: 0.0001, max_batches: 1}]")
-    proc = wordpool("train", "--nproc", "1", f"train.data_dir={shards}", f"train.run_dir={run}", *TINY,
+    proc = wordpool("train", "--nproc", "1", f"data.output={shards}", f"train.run_dir={run}", *TINY,
                     "train.steps=10", "train.checkpoint_every=4", "fault.max_consecutive_skips=3", evals,
                     env={"WORDPOOL_FAULT_NAN_AT_STEPS": "6,7,8", "PYTHONPATH": str(Path(__file__).parent)})
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -238,7 +238,7 @@ def test_hang_is_detected_and_reported(shards, tmp_path):
     """Rank 1 stops making progress at step 3: the attempt ends within the step timeout with a report
     naming rank 1 and step 3."""
     run = tmp_path / "hang"
-    proc = wordpool("train", "--nproc", "2", f"train.data_dir={shards}", f"train.run_dir={run}", *TINY,
+    proc = wordpool("train", "--nproc", "2", f"data.output={shards}", f"train.run_dir={run}", *TINY,
                     "train.steps=6", "fault.step_timeout_s=5", "fault.timeout_after_steps=1",
                     env={"WORDPOOL_FAULT_HANG_AT": "3:1"})
     assert proc.returncode != 0

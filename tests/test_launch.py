@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [  # as in test_train.py
-    "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_word_bytes=16", "model.max_words=32",
+    "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "data.max_word_bytes=16", "data.words_per_sample=32",
     "model.encoder.d_model=16", "model.encoder.n_heads=2", "model.decoder.d_model=16", "model.decoder.n_heads=2",
     "train.micro_batch_size=4", "train.grad_accum=2", "train.warmup_steps=2", "train.log_every=1",
     "train.eval_batches=2", "wandb.mode=disabled",
@@ -118,7 +118,7 @@ def test_config_error_fails_before_anything_starts(tmp_path):
 def test_failed_run_reports_restarts_and_exits_nonzero(tmp_path):
     """Ranks that fail at start (no shards): torchrun restarts them once, then the supervisor reports."""
     run_dir = tmp_path / "run"
-    proc = wordpool("launch", "--nproc", "1", f"train.run_dir={run_dir}", f"train.data_dir={tmp_path / 'none'}",
+    proc = wordpool("launch", "--nproc", "1", f"train.run_dir={run_dir}", f"data.output={tmp_path / 'none'}",
                     "fault.max_restarts=1", "wandb.mode=disabled", timeout=180)
     assert proc.returncode not in (0, 75)
     assert "restarts used: 1 of 1" in proc.stderr, proc.stderr[-3000:]
@@ -135,7 +135,7 @@ def test_sigusr1_checkpoints_and_exits_75(shards, tmp_path):
     """The supervisor turns SIGUSR1 into control/stop; the ranks save a checkpoint, write exit.json and exit;
     the supervisor exits 75 (shards: the session's, from conftest.py)."""
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "launcher.cli", "launch", "--nproc", "1", f"train.data_dir={shards}",
+    cmd = [sys.executable, "-m", "launcher.cli", "launch", "--nproc", "1", f"data.output={shards}",
            f"train.run_dir={run_dir}", *TINY, "train.steps=100000", "train.checkpoint_every=100000",
            "train.eval_every=100000"]
     with open(tmp_path / "launch.log", "w") as log:

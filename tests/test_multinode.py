@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUBNET = "10.231.7"  # node i gets SUBNET.(i+1)/24 inside its own namespace: never visible on this machine
 RDZV_PORT = 29611  # in node 0's namespace, so no clash with anything listening on this machine
 TINY = [  # as in test_train.py
-    "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_word_bytes=16", "model.max_words=32",
+    "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "data.max_word_bytes=16", "data.words_per_sample=32",
     "model.encoder.d_model=16", "model.encoder.n_heads=2", "model.decoder.d_model=16", "model.decoder.n_heads=2",
     "train.micro_batch_size=4", "train.grad_accum=2", "train.warmup_steps=2", "train.log_every=1",
     "train.eval_every=4", "train.eval_batches=2", "wandb.mode=disabled",
@@ -204,7 +204,7 @@ def test_two_nodes_train_checkpoint_and_resume_exactly(nodes, node_shards, tmp_p
     step 4 and train steps 5-6 with exactly the losses and data of the uninterrupted launch."""
     run = tmp_path / "run"
     ckpts = run / "checkpoints"
-    overrides = [f"train.data_dir={node_shards}", f"train.run_dir={run}", *TINY, "train.steps=6",
+    overrides = [f"data.output={node_shards}", f"train.run_dir={run}", *TINY, "train.steps=6",
                  "train.checkpoint_every=2", "fault.max_restarts=0"]
 
     launch_nodes(nodes, tmp_path / "logs", "first", overrides)

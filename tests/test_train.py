@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 TINY = [
-    "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.max_word_bytes=16", "model.max_words=32",
+    "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "data.max_word_bytes=16", "data.words_per_sample=32",
     "model.encoder.d_model=16", "model.encoder.n_heads=2", "model.decoder.d_model=16", "model.decoder.n_heads=2",
     "train.micro_batch_size=4", "train.grad_accum=2", "train.warmup_steps=2", "train.log_every=1",
     "train.eval_every=4", "train.eval_batches=2", "wandb.mode=disabled",
@@ -24,7 +24,7 @@ def wordpool(*args, env=None, timeout=300):
 
 
 def train(shards, run_dir, *extra, env=None):
-    return wordpool("train", "--nproc", "2", f"train.data_dir={shards}", f"train.run_dir={run_dir}", *TINY, *extra,
+    return wordpool("train", "--nproc", "2", f"data.output={shards}", f"train.run_dir={run_dir}", *TINY, *extra,
                     env=env)
 
 
@@ -92,7 +92,7 @@ def test_ranks_die_with_a_sigkilled_launcher(shards, tmp_path):
     import time
 
     run = tmp_path / "orphan"
-    cmd = [sys.executable, "-m", "launcher.cli", "train", "--nproc", "2", f"train.data_dir={shards}",
+    cmd = [sys.executable, "-m", "launcher.cli", "train", "--nproc", "2", f"data.output={shards}",
            f"train.run_dir={run}", *TINY, "train.steps=100000"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

@@ -17,7 +17,7 @@ RUN = ["train.steps=6", "train.checkpoint_every=2", "wandb.mode=offline"]
 
 
 def train_1rank(shards, run_dir, *extra):
-    return wordpool("train", "--nproc", "1", f"train.data_dir={shards}", f"train.run_dir={run_dir}", *TINY, *RUN,
+    return wordpool("train", "--nproc", "1", f"data.output={shards}", f"train.run_dir={run_dir}", *TINY, *RUN,
                     *extra)
 
 

@@ -7,20 +7,16 @@ before anything heavy is imported.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from schema import ConfigError, DataConfig, StackConfig, Strict, TrainConfig, apply_overrides
-from schema.load import _describe
+from schema import TOKENIZER_OF, DataConfig, StackConfig, Strict, TrainConfig, load_yaml
 
-MODEL_KINDS = ("word_pooled", "bytes", "bpe")
-TOKENIZER_OF = {"word_pooled": "words", "bytes": "bytes", "bpe": "bpe"}
+MODEL_KINDS = ("word_pooled", "bytes", "bpe")  # each reads data.tokenizer TOKENIZER_OF[kind]
 
 # keys compare sets itself, per model or per run: a config setting them would be silently ignored
 DATA_KEYS_SET_BY_COMPARE = ("output", "tokenizer", "tokens_per_sample", "bpe_vocab_size")
-TRAIN_KEYS_SET_BY_COMPARE = ("data_dir", "run_dir", "steps", "lr", "seed", "warmup_steps", "eval_every",
+TRAIN_KEYS_SET_BY_COMPARE = ("run_dir", "steps", "lr", "seed", "warmup_steps", "eval_every",
                              "checkpoint_every", "eval_batches", "log_every")
 
 
@@ -105,21 +101,4 @@ class CompareConfig(Strict):
 
 
 def load_compare_config(path: str | Path, overrides: list[str] | None = None) -> CompareConfig:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"compare config not found: {p}")
-    try:
-        raw: Any = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"compare config {p} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"compare config {p}: top level must be a mapping, got {type(raw).__name__}")
-    source = str(p)
-    if overrides:
-        source += " with overrides " + " ".join(overrides)
-        raw = apply_overrides(raw, overrides)
-    try:
-        return CompareConfig.model_validate(raw)
-    except ValidationError as exc:
-        lines = [f"invalid compare config {source}:"] + [f"  {_describe(e)}" for e in exc.errors()]
-        raise ConfigError("\n".join(lines)) from None
+    return load_yaml(path, overrides, CompareConfig, "compare config")

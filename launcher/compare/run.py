@@ -29,8 +29,9 @@ from pathlib import Path
 
 import yaml
 
-from launcher.compare.config import MODEL_KINDS, TOKENIZER_OF, CompareConfig
-from schema import WordpoolConfig, validate
+from launcher.compare.config import MODEL_KINDS, CompareConfig
+from pretrain.run_dir import RunDir, read_jsonl, write_json_atomic
+from schema import TOKENIZER_OF, WordpoolConfig, validate
 
 FINAL_EVAL = "final_eval.json"
 RUN_CONFIG = "run_config.yaml"
@@ -54,16 +55,13 @@ class Run:
 # ---------------------------------------------------------------------------------------------- data
 
 def _prepare(cfg: CompareConfig, tokenizer: str, out: Path, tokens_per_sample: int) -> dict:
-    from data_pipeline.job import JobMismatch, run_prepare
+    from data_pipeline.job import prepare_or_replace
+    from data_pipeline.shard_format import read_stats
 
     update = {"output": str(out), "tokenizer": tokenizer, "tokens_per_sample": tokens_per_sample,
               "bpe_vocab_size": cfg.models.bpe.vocab_size}
-    data = cfg.data.model_copy(update=update)
-    try:
-        run_prepare(data)
-    except JobMismatch:  # the folder belongs to this compare: other settings mean it is stale
-        run_prepare(data, force=True)
-    return json.loads((out / "stats.json").read_text())
+    prepare_or_replace(cfg.data.model_copy(update=update))  # the folder belongs to this compare
+    return read_stats(out)
 
 
 def prepare_data(cfg: CompareConfig, out: Path) -> tuple[dict[str, Path], dict[str, dict], dict[str, int]]:
@@ -76,8 +74,11 @@ def prepare_data(cfg: CompareConfig, out: Path) -> tuple[dict[str, Path], dict[s
     stats["bytes"] = _prepare(cfg, "bytes", folders["bytes"], per_sample["bytes"])
     bpe_tokens = cfg.models.bpe.tokens_per_sample
     if bpe_tokens is None:  # matched bytes need the BPE's bytes/token: from an earlier pass if there is one
-        earlier = folders["bpe"] / "stats.json"
-        guess = json.loads(earlier.read_text())["bytes_per_token"] if earlier.is_file() else BPE_BYTES_PER_TOKEN_GUESS
+        from data_pipeline.shard_format import STATS_FILE, read_stats
+
+        earlier = folders["bpe"]
+        guess = (read_stats(earlier)["bytes_per_token"] if (earlier / STATS_FILE).is_file()
+                 else BPE_BYTES_PER_TOKEN_GUESS)
         bpe_tokens = round(bytes_per_sample / guess)
     stats["bpe"] = _prepare(cfg, "bpe", folders["bpe"], bpe_tokens)
     if cfg.models.bpe.tokens_per_sample is None:
@@ -92,17 +93,16 @@ def prepare_data(cfg: CompareConfig, out: Path) -> tuple[dict[str, Path], dict[s
 # ---------------------------------------------------------------------------------------------- runs
 
 def base_config(cfg: CompareConfig, kind: str, data_dir: Path, per_sample: int) -> WordpoolConfig:
-    """The `wordpool train` config of one model, before steps/lr/seed are known."""
-    model = {"kind": kind, **cfg.backbone.model_dump(), "max_word_bytes": cfg.data.max_word_bytes,
-             "max_words": max(cfg.data.words_per_sample, per_sample)}
+    """The `wordpool train` config of one model, before steps/lr/seed are known (the model's word size and
+    sequence length follow from the data section)."""
+    model = {"kind": kind, **cfg.backbone.model_dump()}
     if kind == "word_pooled":
         spec = cfg.models.word_pooled
         model.update(encoder=spec.encoder.model_dump(), decoder=spec.decoder.model_dump(), pooling=spec.pooling,
                      pool_tokens=spec.pool_tokens)
     data = cfg.data.model_copy(update={"output": str(data_dir), "tokenizer": TOKENIZER_OF[kind],
                                        "tokens_per_sample": per_sample, "bpe_vocab_size": cfg.models.bpe.vocab_size})
-    train = cfg.train.model_copy(update={"data_dir": str(data_dir)})
-    raw = {"data": data.model_dump(), "model": model, "train": train.model_dump(mode="json"),
+    raw = {"data": data.model_dump(), "model": model, "train": cfg.train.model_dump(mode="json"),
            "wandb": {"mode": "disabled"}}
     return validate(raw, f"compare {cfg.name} / {kind}")
 
@@ -119,7 +119,7 @@ def measure_flops_per_step(wcfg: WordpoolConfig, n_batches: int, nproc: int) -> 
     wcfg = check_shards(wcfg)[0]
     torch.manual_seed(0)
     model = build_model(wcfg.model)
-    batches = read_batches(Path(wcfg.train.data_dir), wcfg, n_batches)
+    batches = read_batches(Path(wcfg.data.output), wcfg, n_batches)
     per_micro_batch = statistics.fmean(model.train_flops(**b) for b in batches)
     params = sum(p.numel() for p in model.parameters())
     return per_micro_batch * wcfg.train.grad_accum * nproc, params
@@ -138,9 +138,9 @@ def make_run(cfg: CompareConfig, base: WordpoolConfig, kind: str, lr: float, see
 
 
 def _final_checkpoint(run: Run) -> Path:
-    from pretrain.checkpoint.store import is_complete, tag_for
+    from pretrain.checkpoint.store import is_complete
 
-    folder = run.run_dir / "checkpoints" / tag_for(run.steps)
+    folder = RunDir(run.run_dir).checkpoint(run.steps)
     return folder if is_complete(folder) else None
 
 
@@ -156,13 +156,9 @@ def _subprocess_env(cfg: CompareConfig) -> dict[str, str]:
 def _single_rank_env(env: dict[str, str]) -> dict[str, str]:
     """One rank needs no torchrun agent: `wordpool train` runs in place when it finds the rank variables
     torchrun would set (saves a Python + torch start per run, which dominates short CPU runs)."""
-    import socket
+    from pretrain.training.distributed import single_rank_env
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return {**env, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    return {**env, **single_rank_env()}
 
 
 def _has_gpu() -> bool:
@@ -211,7 +207,7 @@ def execute(run: Run, cfg: CompareConfig, env: dict[str, str], say) -> dict:
     with _EVAL_LOCK:
         final = eval_checkpoint(checkpoint, None, cfg.budget.final_eval_batches)
     final["train_wall_seconds"] = train_seconds
-    done.write_text(json.dumps(final, indent=1))
+    write_json_atomic(done, final)  # whole or absent: it marks the run done
     say(f"finished: {run.label}: val bits/byte {final['val_bpb']:.4f}, next-word acc {final['val_word_acc']:.4f} "
         f"({time.perf_counter() - start:.0f} s)")
     return final
@@ -227,7 +223,7 @@ def execute_all(runs: list[Run], cfg: CompareConfig, say) -> list[dict]:
 
 def run_summary(run: Run, final: dict) -> dict:
     """Final metrics, the curve (val bits/byte vs training FLOPs) and throughput of one run."""
-    records = [json.loads(line) for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_jsonl(RunDir(run.run_dir).metrics)
     train = {r["step"]: r for r in records if r["kind"] == "train"}  # a resumed run logs a step twice: keep the last
     curve = {r["step"]: r for r in records if r["kind"] == "eval" and "checkpoint" not in r}
     timed = [r for step, r in sorted(train.items()) if step > 1] or list(train.values())  # step 1 pays warm-up

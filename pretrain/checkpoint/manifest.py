@@ -8,43 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
-COMPLETE = "COMPLETE"
-MANIFEST = "MANIFEST.json"
-TMP_PREFIX = ".tmp-"
-TAG = re.compile(r"^step_(\d{8})$")
-
-
-def tag_for(step: int) -> str:
-    return f"step_{step:08d}"
-
-
-def step_of(folder: Path) -> int | None:
-    match = TAG.match(Path(folder).name)
-    return int(match.group(1)) if match else None
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+# the names and the one atomic write live in the run-directory module; re-exported for the checkpoint code
+from pretrain.run_dir import (COMPLETE, MANIFEST, TMP_PREFIX, fsync_dir, published, step_of,  # noqa: F401
+                              tag_for, tmp_tag_for, write_json_atomic)
+from pretrain.run_dir import write_atomic as atomic_write  # noqa: F401
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
@@ -68,7 +38,7 @@ def describe_files(folder: Path, names: list[str]) -> dict[str, dict]:
 
 
 def write_manifest(folder: Path, step: int, world_size: int, files: dict[str, dict]) -> None:
-    atomic_write(folder / MANIFEST, json.dumps({"step": step, "world_size": world_size, "files": files}, indent=1))
+    write_json_atomic(folder / MANIFEST, {"step": step, "world_size": world_size, "files": files})
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -90,14 +60,6 @@ def verify_files(folder: Path, manifest: dict, names: list[str], mode: str) -> l
         elif mode == "sha256" and "sha256" in expected and sha256_of(path) != expected["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest")
     return problems
-
-
-def published(root: Path) -> list[Path]:
-    """Published (renamed into place, COMPLETE present) checkpoint folders, oldest first."""
-    if not Path(root).is_dir():
-        return []
-    found = [p for p in Path(root).iterdir() if step_of(p) is not None and (p / COMPLETE).is_file()]
-    return sorted(found, key=step_of)
 
 
 def remove_tree(folder: Path) -> None:

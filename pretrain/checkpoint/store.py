@@ -27,9 +27,7 @@ import torch.distributed as dist
 from pretrain.checkpoint import manifest as files
 from schema import fault_plan
 from pretrain.checkpoint.manifest import COMPLETE, atomic_write, published, tag_for  # noqa: F401 (re-exported)
-
-LATEST = "latest"
-CONFIG = "wordpool_config.json"
+from pretrain.run_dir import CONFIG, FAILURES, LATEST, corrupt_name, rng_file, tmp_tag_for, write_json_atomic
 
 
 class CheckpointSaveError(RuntimeError):
@@ -75,7 +73,7 @@ def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str,
     """Collective: every rank must call it. `state` is the trainer's (step, samples, data position).
     Raises CheckpointSaveError on every rank if any rank failed to write its part."""
     rank, world = dist.get_rank(), dist.get_world_size()
-    tag, tmp_tag = tag_for(step), files.TMP_PREFIX + tag_for(step)
+    tag, tmp_tag = tag_for(step), tmp_tag_for(step)
     tmp, final = root / tmp_tag, root / tag
     error: BaseException | None = None
     if rank == 0:
@@ -89,9 +87,9 @@ def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str,
         dist.barrier()  # the other ranks wait in DeepSpeed's last barrier
     if error is None:
         try:
-            torch.save(rng_state(), tmp / f"rng_rank{rank:05d}.pt")
+            torch.save(rng_state(), tmp / rng_file(rank))
             if rank == 0:  # lets eval/generate/export rebuild the model without the run's YAML
-                atomic_write(tmp / CONFIG, json.dumps(config, indent=1))
+                write_json_atomic(tmp / CONFIG, config)
             fault_plan.strike("checkpoint_write", step=step, rank=rank)  # tests: a crash mid-save
         except (OSError, RuntimeError) as exc:
             error = exc
@@ -109,7 +107,7 @@ def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str,
         try:
             manifest = {name: info for share in shares for name, info in share.items()}
             files.write_manifest(tmp, step, world, manifest)
-            atomic_write(tmp / COMPLETE, json.dumps({"step": step, "world_size": world, "time": time.time()}))
+            write_json_atomic(tmp / COMPLETE, {"step": step, "world_size": world, "time": time.time()}, indent=None)
             if final.exists():  # saved again after a rollback: the newer one replaces it
                 files.remove_tree(final)
             os.replace(tmp, final)
@@ -180,7 +178,7 @@ def select_for_resume(root: Path, mode: str = "sha256", report=print, max_step: 
             report(f"checkpoint {folder} failed verification ({'; '.join(problems[:5])}): "
                    f"resuming from the one before it")
             write_failure(root.parent, "corrupt-checkpoint", {"checkpoint": str(folder), "problems": problems})
-            os.replace(folder, folder.with_name(f"corrupt-{folder.name}"))
+            os.replace(folder, folder.with_name(corrupt_name(folder)))
         if distributed:
             dist.barrier()
     if rejected:
@@ -192,11 +190,10 @@ def select_for_resume(root: Path, mode: str = "sha256", report=print, max_step: 
 
 def write_failure(run_dir: Path, kind: str, details: dict) -> None:
     """A report in RUN_DIR/failures/ (best effort: the disk may be the thing that failed)."""
-    folder = run_dir / "failures"
+    folder = Path(run_dir) / FAILURES
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json",
-                     json.dumps({"kind": kind, "time": time.time(), **details}, indent=1))
+        write_json_atomic(folder / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json",
+                          {"kind": kind, "time": time.time(), **details}, make_parents=True)
     except OSError as exc:
         print(f"warning: cannot write a {kind} report into {folder}: {exc}", file=sys.stderr, flush=True)
 
@@ -230,9 +227,9 @@ def load(engine, folder: Path, tag: str | None = None) -> dict[str, Any]:
                                                 tag=folder.name if tag is None else tag)
     if path is None:
         raise RuntimeError(f"DeepSpeed could not load checkpoint {folder}")
-    rng_file = folder / f"rng_rank{dist.get_rank():05d}.pt"
-    if rng_file.is_file() and saved_world_size(folder) == dist.get_world_size():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+    rng_path = folder / rng_file(dist.get_rank())
+    if rng_path.is_file() and saved_world_size(folder) == dist.get_world_size():
+        set_rng_state(torch.load(rng_path, weights_only=False))
     return client_state["wordpool"]
 
 

@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretrain.run_dir import (COMPLETE, CONFIG, EVAL_FILE, WATCH_LOG, append_jsonl, check_run_dir,
-                                  complete_checkpoints, read_json, write_json_atomic)
+from pretrain.run_dir import (COMPLETE, CONFIG, EVAL_FILE, RunDir, append_jsonl, check_run_dir, complete_checkpoints,
+                              read_json, read_text, write_json_atomic)
 
 WANDB_PREFIX = "watch/"
 WANDB_STEP = "watch/train_step"
@@ -43,7 +43,7 @@ def pending(run_dir: Path) -> list[Path]:
 
 
 def run_finished(run_dir: Path) -> bool:
-    exit_record = read_json(run_dir / "control" / "exit.json")
+    exit_record = read_json(RunDir(run_dir).exit_json)
     return exit_record is not None and exit_record.get("reason") != "preempted"
 
 
@@ -93,14 +93,15 @@ class WandbSink:
         mode = wandb_cfg.get("mode", "offline")
         if mode == "disabled":
             return
-        id_file = self.run_dir / "wandb_id"
-        if not id_file.is_file():
+        id_file = RunDir(self.run_dir).wandb_id
+        run_id = read_text(id_file)
+        if run_id is None:
             note(f"no {id_file} (the trainer writes it when wandb is on): results are not sent to wandb")
             return
         import wandb
 
         try:
-            self.run = wandb.init(id=id_file.read_text().strip(), resume="allow", dir=str(self.run_dir), mode=mode,
+            self.run = wandb.init(id=run_id, resume="allow", dir=str(self.run_dir), mode=mode,
                                   project=wandb_cfg.get("project", "wordpool"), entity=wandb_cfg.get("entity"),
                                   settings=wandb.Settings(console="off", silent=True))
         except Exception as exc:  # e.g. online without network: the files still get every result
@@ -133,7 +134,7 @@ def _publish(run_dir: Path, folder: Path, record: dict, sink: WandbSink) -> bool
     except FileNotFoundError:  # the folder went away between the evaluation and now
         note(f"{folder.name} was deleted before its eval.json was written: skipped")
         return False
-    append_jsonl(run_dir / WATCH_LOG, record)
+    append_jsonl(RunDir(run_dir).watch_log, record)
     sink.log(folder, record)
     acc = f", next-word accuracy {record['val_word_acc']:.4f}" if "val_word_acc" in record else ""
     print(f"step {record['step']}: val bits/byte {record['val_bpb']:.4f}{acc} ({folder.name}, "
@@ -174,5 +175,5 @@ def watch(s: WatchSettings) -> int:
         return INTERRUPTED
     finally:
         sink.close()
-    note(f"{evaluated} checkpoint(s) evaluated; results in {s.run_dir / WATCH_LOG}")
+    note(f"{evaluated} checkpoint(s) evaluated; results in {RunDir(s.run_dir).watch_log}")
     return 0

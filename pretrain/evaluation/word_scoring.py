@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import bisect
 import codecs
-import json
 import re
 from collections import Counter
 from functools import lru_cache
@@ -49,14 +48,11 @@ import numpy as np
 
 from data_pipeline.segment import _LONG_DIGIT_RUN, UNCAPPED, _splitter, split_words
 from data_pipeline.shard_format import BYTE_EOD
+from data_pipeline.shard_format import shard_config as data_config
+from data_pipeline.shard_format import starts_document as sample_starts_at_document  # noqa: F401  (re-exported)
 
 TokenTable = Sequence["bytes | None"]  # token id -> its text bytes; None for end-of-document
 _DIGIT = re.compile(rb"[0-9]")
-
-
-def data_config(data_dir: str | Path) -> dict:
-    """The `data` config the shards were prepared with (stats.json's "config")."""
-    return json.loads((Path(data_dir) / "stats.json").read_text())["config"]
 
 
 # ---------------------------------------------------------------- token -> bytes
@@ -127,13 +123,6 @@ def bpe_byte_table(tokenizer_json: str) -> list[bytes | None]:
 
 
 # ---------------------------------------------------------------- scoring one sample
-
-def sample_starts_at_document(docs) -> bool:
-    """Does the sample begin at a document's first item? (`docs` column: [source, ordinal, offset, part,
-    first_item, n_items, ends] per segment.)"""
-    first = docs[0]
-    return first[3] == 0 and first[4] == 0
-
 
 # Values tried for each missing continuation byte of an incomplete final character: spread over 80-BF.
 _CONTINUATION_SAMPLE = (0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xAF, 0xB0, 0xBF)

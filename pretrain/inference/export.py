@@ -7,7 +7,6 @@ Works for any model `build_model` returns: only its state dict is touched.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -19,6 +18,8 @@ import torch
 
 from schema import WordpoolConfig, validate
 from pretrain.checkpoint import store as checkpoint
+from pretrain.checkpoint.manifest import sha256_of
+from pretrain.run_dir import STEP_PREFIX, RunDir
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -37,21 +38,32 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if checkpoint.is_complete(path) or (path / checkpoint.CONFIG).is_file() or path.name.startswith("step_"):
+    if checkpoint.is_complete(path) or (path / checkpoint.CONFIG).is_file() or path.name.startswith(STEP_PREFIX):
         return checkpoint.resolve_resume(str(path), path.parent)  # refuses a half-written one
-    for root in (path / "checkpoints", path):
+    for root in (RunDir(path).checkpoints, path):
         found = checkpoint.find_latest(root) if root.is_dir() else None
         if found is not None:
             return found
     raise FileNotFoundError(f"no complete checkpoint in {path} (looked in {path}/checkpoints and {path})")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_file = sha256_of  # the checkpoint manifests' checksum, under the name export's readers know
+
+
+def load_checkpoint(folder: str | Path) -> tuple[torch.nn.Module, WordpoolConfig, dict[str, Any]]:
+    """A training checkpoint without DeepSpeed's engine: (its model with the weights loaded strictly, the
+    validated config, the config as saved)."""
+    from pretrain.models import build_model
+
+    folder = Path(folder)
+    raw_config = checkpoint.load_config_dict(folder)
+    cfg = validate(raw_config, str(folder / checkpoint.CONFIG))
+    # DeepSpeed's consolidation narrates every shard
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        weights = checkpoint.load_module_weights(folder)
+    model = build_model(cfg.model)
+    model.load_state_dict(weights, strict=True)
+    return model, cfg, raw_config
 
 
 def _standalone_fp32(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -81,20 +93,12 @@ def export_checkpoint(checkpoint_folder: str | Path, out_dir: str | Path, force:
     """
     from safetensors.torch import save_file
 
-    from pretrain.models import build_model
-
     folder = resolve_checkpoint(checkpoint_folder)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, force)  # before the (possibly long) consolidation
-    raw_config = checkpoint.load_config_dict(folder)
-    cfg = validate(raw_config, str(folder / checkpoint.CONFIG))
     step = json.loads((folder / checkpoint.COMPLETE).read_text())["step"]
-
-    # DeepSpeed's consolidation narrates every shard
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        weights = _standalone_fp32(checkpoint.load_module_weights(folder))
-    model = build_model(cfg.model)
-    model.load_state_dict(weights, strict=True)  # fail here, not when someone loads the export
+    model, _, raw_config = load_checkpoint(folder)  # a strict load: fails here, not when someone loads the export
+    weights = _standalone_fp32(model.state_dict())
     n_params = sum(p.numel() for p in model.parameters())  # parameters() counts a tied tensor once
     del model
 

@@ -1,34 +1,26 @@
 """Use a checkpoint without DeepSpeed: rebuild the model, evaluate on val shards, generate text."""
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import time
 from pathlib import Path
 
 import torch
 
-from schema import WordpoolConfig, validate
+from schema import WordpoolConfig
 from pretrain.checkpoint import store as checkpoint
 from pretrain.training.loader import make_loader, sample_encoder, shard_meta, split_has_samples
 from pretrain.evaluation.validation import WordScorer, evaluate
-from pretrain.inference.export import is_export, load_exported, read_export_config
+from pretrain.inference.export import is_export, load_checkpoint, load_exported, read_export_config
 from pretrain.models.word_pooled import WordPooledLM
-from pretrain.models import build_model
+from pretrain.run_dir import RunDir, append_jsonl
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> tuple[WordPooledLM, WordpoolConfig]:
     """The model of a training checkpoint or of a `wordpool export` folder (the latter without DeepSpeed)."""
-    folder = Path(folder)
     if is_export(folder):
         return load_exported(folder, device)
-    cfg = validate(checkpoint.load_config_dict(folder), str(folder / checkpoint.CONFIG))
-    model = build_model(cfg.model)
-    # DeepSpeed's consolidation narrates every shard
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        weights = checkpoint.load_module_weights(folder)
-    model.load_state_dict(weights)
+    model, cfg, _ = load_checkpoint(folder)
     return model.to(device).eval(), cfg
 
 
@@ -45,7 +37,7 @@ def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches
     model kind); appended to the run's metrics.jsonl like the trainer's unless `log_to_run` is False
     (the watcher keeps its own log: its records must not replace the trainer's eval of the same step)."""
     model, cfg = loaded or load_model(folder)
-    data_dir = data_dir or cfg.train.data_dir
+    data_dir = data_dir or cfg.data.output
     meta = shard_meta(data_dir)
     if not split_has_samples(Path(data_dir) / "val"):
         raise ValueError(f"{data_dir}/val holds no samples: nothing to evaluate (raise data.val_fraction)")
@@ -56,10 +48,9 @@ def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches
     values = evaluate(model, loader, max_batches or len(loader), torch.device("cpu"), scorer=scorer)
     step = checkpoint_step(folder)
     record = {"kind": "eval", "step": step, "time": time.time(), "checkpoint": str(folder), **values}
-    metrics = Path(cfg.train.run_dir) / "metrics.jsonl"
+    metrics = RunDir(cfg.train.run_dir).metrics
     if log_to_run and metrics.parent.is_dir():
-        with open(metrics, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(metrics, record)
     return record
 
 
@@ -84,14 +75,14 @@ def _generate_tokens(model, cfg, prompt, max_words, temperature, top_k, generato
     from data_pipeline.segment import split_words
     from pretrain.evaluation.word_scoring import token_byte_table
 
-    table = token_byte_table(cfg.train.data_dir)
+    table = token_byte_table(cfg.data.output)
     eod = table.index(None)
     if cfg.model.kind == "bytes":
         ids = list(prompt.encode())
     else:
         from data_pipeline.bpe import TOKENIZER_FILE, load_bpe
 
-        tokenizer = load_bpe((Path(cfg.train.data_dir) / TOKENIZER_FILE).read_text())
+        tokenizer = load_bpe((Path(cfg.data.output) / TOKENIZER_FILE).read_text())
         ids = tokenizer.encode(prompt).ids
     per_word = 8 if cfg.model.kind == "bytes" else 3  # generous: the text is cut to max_words words below
     out = model.generate(ids or [eod], max_words * per_word, temperature, top_k, generator, stop_id=None,

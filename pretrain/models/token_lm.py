@@ -17,6 +17,7 @@ from ops import cross_entropy_sum
 from pretrain.models import flops
 from schema import ModelConfig
 from pretrain.models.layers import KVCache, Stack, init_weights
+from pretrain.models.sampling import pick_next
 
 PAD_TOKEN = -1
 
@@ -79,14 +80,7 @@ class TokenLM(nn.Module):
                 cache = KVCache()
                 ids = torch.tensor([context[-window:] if window else context], device=dev)
                 logits = self.head(self.backbone(self.emb(ids), causal=True, cache=cache)[0, -1]).float()
-            if temperature == 0.0:
-                nxt = int(logits.argmax())
-            else:
-                scaled = logits / temperature
-                if top_k is not None:
-                    scaled = scaled.masked_fill(scaled < torch.topk(scaled, min(top_k, scaled.numel())).values[-1],
-                                                float("-inf"))
-                nxt = int(torch.multinomial(scaled.softmax(-1), 1, generator=generator))
+            nxt = pick_next(logits, temperature, top_k, generator)
             out.append(nxt)
             context.append(nxt)
             if nxt == stop_id:

@@ -10,7 +10,7 @@ over the bytes alone and a learned query cross-attends to them (one position per
 for word t+1 starts from the p backbone outputs of word t, then reads word t+1's bytes (teacher forcing).
 
 Layout (model.layout): the per-word encoder and decoder dominate the cost when every word is padded to
-max_word_bytes (NOTES §3). `packed` (pretrain/models/packed_layout.py) runs them on the words packed flat, no padding
+max_word_bytes (docs/ARCHITECTURE.md, "Per-word stacks"). `packed` (pretrain/models/packed_layout.py) runs them on the words packed flat, no padding
 at all, attention through ops.varlen_attention. `bucketed` groups the batch's words by length into
 power-of-two widths and runs each group at its own width. `padded` runs one group at full width (the
 reference the others are tested against). Absent words are skipped by all three. `auto` resolves per
@@ -33,6 +33,7 @@ from pretrain.models import flops
 from schema import ModelConfig
 from pretrain.models.layers import KVCache, RMSNorm, Stack, init_weights, sdpa
 from pretrain.models.packed_layout import decode_loss_packed, encode_words_packed
+from pretrain.models.sampling import pick_next
 
 PAD, EOW, EOD, POOL = 256, 257, 258, 259  # POOL: kept out of the vocabulary's use, banned in output
 VOCAB = 260
@@ -181,12 +182,17 @@ class WordPooledLM(nn.Module):
         h = self.backbone(self.encode_words(words, word_lens), causal=True)
         return h.view(B, W, self.p, -1)[:, :-1]
 
+    def _teacher_forced(self, words, word_lens) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the checked, cleaned words, the contexts [B*(W-1), p, d_model] that predict words 1..W-1)."""
+        self._check(words)
+        B, W, _ = words.shape
+        words = self._clean(words, word_lens)
+        return words, self._contexts(words, word_lens).reshape(B * (W - 1), self.p, -1)
+
     def decoder_logits(self, words, word_lens):
         """Teacher-forced logits [B, W-1, L+1, VOCAB] at full width: entry t predicts word t+1 from words 0..t."""
-        self._check(words)
+        words, ctx = self._teacher_forced(words, word_lens)
         B, W, L = words.shape
-        words = self._clean(words, word_lens)
-        ctx = self._contexts(words, word_lens).reshape(B * (W - 1), self.p, -1)
         return self._decode_rows(ctx, words[:, 1:].reshape(B * (W - 1), L)).view(B, W - 1, L + 1, VOCAB)
 
     def _decode_loss(self, ctx, nxt, nxt_lens) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,10 +232,8 @@ class WordPooledLM(nn.Module):
         markers excluded); n_correct = those whose every symbol and end-of-word is the (constrained,
         see banned_symbols) teacher-forced argmax, i.e. greedy generate() reproduces them exactly.
         With details=True also `word_hits` [B, W-1] bool (which predicted words were correct)."""
-        self._check(words)
+        words, ctx = self._teacher_forced(words, word_lens)
         B, W, L = words.shape
-        words = self._clean(words, word_lens)
-        ctx = self._contexts(words, word_lens).reshape(B * (W - 1), self.p, -1)
         nxt, nxt_lens = words[:, 1:].reshape(B * (W - 1), L), word_lens[:, 1:].reshape(B * (W - 1))
         nll_sum, hits = self._decode_loss(ctx, nxt, nxt_lens)
         n_symbols = (nxt_lens + (nxt_lens > 0)).sum().float()  # each word's symbols + its EOW
@@ -265,14 +269,7 @@ class WordPooledLM(nn.Module):
         return self.encode_words(words, lens)
 
     def _pick(self, logits, slot, temperature, top_k, generator) -> int:
-        logits = logits.float().masked_fill(self._banned[slot], float("-inf"))
-        if temperature == 0.0:
-            return int(logits.argmax())
-        logits = logits / temperature
-        if top_k is not None:
-            kth = torch.topk(logits, min(top_k, VOCAB)).values[-1]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+        return pick_next(logits.float().masked_fill(self._banned[slot], float("-inf")), temperature, top_k, generator)
 
     def _decode_word(self, ctx, cached: bool, pick) -> list[int]:
         """Greedy/sampled symbols of one word from its context [1, p, d_model], until EOW or EOD."""

@@ -5,13 +5,11 @@ import math
 
 import torch
 
-from schema import WordpoolConfig
+from schema import TOKENIZER_OF, WordpoolConfig
 from pretrain.training.loader import shard_meta
 from pretrain.training.update_guard import GuardedAdamW
 from pretrain.models.layers import set_activation_checkpointing
 from pretrain.models import build_model
-
-TOKENIZER_OF = {"word_pooled": "words", "bytes": "bytes", "bpe": "bpe"}  # model.kind -> data.tokenizer it reads
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -74,24 +72,25 @@ def build_engine(cfg: WordpoolConfig, world: int, bf16: bool, grad_accum: int | 
 
 
 def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
-    """The shards' settings, checked against the model; a baseline's vocab_size is filled in from them."""
-    meta = shard_meta(cfg.train.data_dir)
+    """The settings the shards in data.output were prepared with (their stats.json), checked against the
+    config; a baseline's vocab_size is filled in from them."""
+    data_dir = cfg.data.output
+    meta = shard_meta(data_dir)
     kind, tokenizer = cfg.model.kind, meta.get("tokenizer", "words")
     if tokenizer != TOKENIZER_OF[kind] or meta.get("packing", "fixed") != "fixed":
-        raise ValueError(f"shards in {cfg.train.data_dir} hold data.tokenizer={tokenizer} / data.packing="
+        raise ValueError(f"shards in {data_dir} hold data.tokenizer={tokenizer} / data.packing="
                          f"{meta.get('packing')}; model.kind={kind} trains on data.tokenizer={TOKENIZER_OF[kind]}, "
                          f"data.packing=fixed")
     if kind != "word_pooled":
         from pretrain.evaluation.word_scoring import token_byte_table
 
-        vocab = len(token_byte_table(cfg.train.data_dir))
+        vocab = len(token_byte_table(data_dir))
         if cfg.model.vocab_size not in (None, vocab):
             raise ValueError(f"model.vocab_size={cfg.model.vocab_size} but the shards' tokenizer has {vocab} ids")
         return cfg.model_copy(update={"model": cfg.model.model_copy(update={"vocab_size": vocab})}), meta
-    if meta["max_word_bytes"] > cfg.model.max_word_bytes:
-        raise ValueError(f"shards in {cfg.train.data_dir} have words up to {meta['max_word_bytes']} bytes but "
-                         f"model.max_word_bytes={cfg.model.max_word_bytes}")
-    if meta["words_per_sample"] > cfg.model.max_words:
-        raise ValueError(f"shards hold {meta['words_per_sample']} words per sample but model.max_words="
-                         f"{cfg.model.max_words}")
+    for key in ("max_word_bytes", "words_per_sample"):  # the model is sized by these (schema/load.py derives it)
+        if meta[key] > getattr(cfg.data, key):
+            raise ValueError(f"shards in {data_dir} were prepared with data.{key}={meta[key]} but the config has "
+                             f"data.{key}={getattr(cfg.data, key)} (the model is sized by it): set "
+                             f"data.{key}={meta[key]}, or prepare {data_dir} again")
     return cfg, meta

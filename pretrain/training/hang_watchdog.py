@@ -10,7 +10,6 @@ loading) and shorter afterwards, as torchtitan does.
 from __future__ import annotations
 
 import faulthandler
-import json
 import os
 import socket
 import sys
@@ -18,15 +17,16 @@ import threading
 import time
 from pathlib import Path
 
+from pretrain.run_dir import PHASE_ORDER, RunDir, read_json, timeout_field, write_json_atomic
+
 EXIT_HANG = 86  # the rank's exit status after a detected hang
-# where in a step a rank is; a rank whose (step, phase) is before ours has not reached our collective
-PHASE_ORDER = {"start": 0, "load": 1, "step": 2, "sync": 3, "eval": 4, "checkpoint": 5, "rollback": 6}
 
 
 class Watchdog:
     def __init__(self, run_dir: Path, rank: int, world: int, init_timeout: float, step_timeout: float,
                  io_timeout: float, timeout_after_steps: int):
-        self.heartbeats, self.failures = run_dir / "heartbeat", run_dir / "failures"
+        self.run = RunDir(run_dir)
+        self.heartbeats, self.failures = self.run.heartbeats, self.run.failures
         self.heartbeats.mkdir(parents=True, exist_ok=True)
         self.rank, self.world = rank, world
         self.init_timeout, self.step_timeout, self.io_timeout = init_timeout, step_timeout, io_timeout
@@ -50,11 +50,9 @@ class Watchdog:
         self._write_heartbeat()
 
     def timeout(self) -> float:
-        if self.phase in ("eval", "checkpoint", "load", "rollback"):
-            return self.io_timeout
-        if self.first_step is None or self.step - self.first_step < self.timeout_after_steps:
-            return self.init_timeout
-        return self.step_timeout
+        warming_up = self.first_step is None or self.step - self.first_step < self.timeout_after_steps
+        return {"io_timeout_s": self.io_timeout, "init_timeout_s": self.init_timeout,
+                "step_timeout_s": self.step_timeout}[timeout_field(self.phase, warming_up)]
 
     def stop(self) -> None:
         self._stop.set()
@@ -62,21 +60,16 @@ class Watchdog:
     def _write_heartbeat(self) -> None:
         record = {"rank": self.rank, "pid": os.getpid(), "host": socket.gethostname(), "step": self.step,
                   "phase": self.phase, "time": time.time(), "restart": self.restart}
-        path = self.heartbeats / f"rank_{self.rank:05d}.json"
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(record))
-            os.replace(tmp, path)
+        try:  # every step: whole (a reader never sees half of it), not fsynced (a crash loses nothing of value)
+            write_json_atomic(self.run.heartbeat(self.rank), record, indent=None, durable=False)
         except OSError:
             pass  # a full disk must not stop training; the watchdog itself still works
 
     def _ranks_behind(self) -> list[dict]:
         behind = []
         for rank in range(self.world):
-            path = self.heartbeats / f"rank_{rank:05d}.json"
-            try:
-                hb = json.loads(path.read_text())
-            except (OSError, ValueError):
+            hb = read_json(self.run.heartbeat(rank))
+            if hb is None:
                 behind.append({"rank": rank, "step": None, "note": "no heartbeat"})
                 continue
             theirs = (hb["step"], PHASE_ORDER.get(hb["phase"], 0))
@@ -96,13 +89,14 @@ class Watchdog:
         self.failures.mkdir(parents=True, exist_ok=True)
         stem = f"hang-rank{self.rank:05d}-step{self.step:08d}-{int(time.time())}"
         behind = self._ranks_behind()
+        stacks = self.run.failure(stem, ".stacks.txt")
         report = {"kind": "hang", "rank": self.rank, "step": self.step, "phase": self.phase,
                   "waited_s": round(waited, 1), "timeout_s": limit, "host": socket.gethostname(),
                   "pid": os.getpid(), "restart": self.restart, "ranks_behind": behind,
-                  "stacks": str(self.failures / f"{stem}.stacks.txt"), "time": time.time()}
-        with open(self.failures / f"{stem}.stacks.txt", "w") as f:
+                  "stacks": str(stacks), "time": time.time()}
+        with open(stacks, "w") as f:
             faulthandler.dump_traceback(file=f, all_threads=True)
-        (self.failures / f"{stem}.json").write_text(json.dumps(report, indent=1))
+        write_json_atomic(self.run.failure(stem), report)
         names = ", ".join(f"rank {b['rank']} (step {b['step']}, {b.get('phase', '?')})" for b in behind) or "none"
         print(f"wordpool: hang detected on rank {self.rank} at step {self.step} ({self.phase}): no progress for "
               f"{waited:.0f} s (limit {limit:.0f} s); ranks behind: {names}; report {self.failures / stem}.json",

@@ -14,23 +14,17 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from streaming import StreamingDataLoader, StreamingDataset
 
 from data_pipeline.reader import streaming_prefix_lock
+from data_pipeline.shard_format import shard_config as shard_meta  # noqa: F401  (the name callers import)
+from data_pipeline.shard_format import starts_document
 from pretrain.models.word_pooled import EOD, PAD
 from pretrain.models.token_lm import PAD_TOKEN
-
-
-def shard_meta(data_dir: str | Path) -> dict[str, Any]:
-    """The data settings the shards were written with (from prepare's stats.json)."""
-    stats = Path(data_dir) / "stats.json"
-    if not stats.is_file():
-        raise FileNotFoundError(f"{stats} not found: run `wordpool prepare` to create {data_dir}")
-    return json.loads(stats.read_text())["config"]
 
 
 def split_has_samples(split_dir: str | Path) -> bool:
@@ -60,11 +54,6 @@ def encode_sample(sample: dict, words_per_sample: int, max_word_bytes: int) -> d
     text_bytes[:n] = lens
     return {"words": torch.from_numpy(words), "word_lens": torch.from_numpy(word_lens),
             "text_bytes": torch.from_numpy(text_bytes)}
-
-
-def starts_document(docs: list) -> bool:
-    """Whether a sample's first item begins a document (its first segment is part 0 from item 0)."""
-    return bool(docs) and docs[0][3] == 0 and docs[0][4] == 0
 
 
 def encode_token_sample(sample: dict, tokens_per_sample: int, token_bytes: np.ndarray) -> dict[str, torch.Tensor]:

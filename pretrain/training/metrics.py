@@ -6,7 +6,6 @@ matches / words predicted.
 """
 from __future__ import annotations
 
-import json
 import math
 import secrets
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from pretrain.run_dir import RunDir, append_jsonl, read_text, write_atomic
 
 SUM_KEYS = ("nll_sum", "n_symbols", "n_text_bytes", "n_words", "n_correct")
 
@@ -40,24 +41,23 @@ class MetricsLogger:
     """Rank 0 only: console lines, `metrics.jsonl` in the run folder, and wandb (offline by default)."""
 
     def __init__(self, run_dir: Path, wandb_cfg, config: dict[str, Any], total_steps: int):
-        self.path = run_dir / "metrics.jsonl"
+        run = RunDir(run_dir)
+        self.path = run.metrics
         self.total_steps = total_steps
         self.wandb = None
         if wandb_cfg.mode != "disabled":
             import wandb
 
-            id_file = run_dir / "wandb_id"
-            run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
-            id_file.write_text(run_id)
+            run_id = read_text(run.wandb_id) or secrets.token_hex(4)
+            write_atomic(run.wandb_id, run_id)
             self.wandb = wandb.init(mode=wandb_cfg.mode, project=wandb_cfg.project, entity=wandb_cfg.entity,
-                                    name=wandb_cfg.name, dir=str(run_dir), id=run_id, resume="allow",
+                                    name=wandb_cfg.name, dir=str(run.root), id=run_id, resume="allow",
                                     config=config, settings=wandb.Settings(console="off", silent=True))
 
     def log(self, kind: str, step: int, values: dict[str, Any]) -> None:
         record = {"kind": kind, "step": step, "time": time.time(), **values}
         try:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_jsonl(self.path, record)
         except OSError as exc:  # a full disk must not kill training; the console line still goes out
             print(f"warning: cannot append to {self.path}: {exc}", file=sys.stderr, flush=True)
         if self.wandb is not None:

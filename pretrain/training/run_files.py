@@ -1,35 +1,35 @@
-"""The trainer's side of the run directory (docs/RUN_DIR.md): the lock, control files and exit record."""
+"""The trainer's side of the run directory (pretrain/run_dir.py, docs/RUN_DIR.md): rank 0 holds the
+run's lock, reads stop requests and writes the exit record."""
 from __future__ import annotations
 
 import fcntl
-import json
 import time
 from pathlib import Path
 
 from pretrain.checkpoint import manifest
+from pretrain.run_dir import RunDir, write_json_atomic
 
 
 class TrainerFiles:
     def __init__(self, root: Path, is_rank0: bool):
-        self.root, self.is_rank0 = root, is_rank0
-        self.checkpoints = root / "checkpoints"
-        self._stop, self._exit = root / "control" / "stop", root / "control" / "exit.json"
+        self.run, self.is_rank0 = RunDir(root), is_rank0
+        self.root, self.checkpoints = self.run.root, self.run.checkpoints
         self._lock = None
         if is_rank0:
-            root.mkdir(parents=True, exist_ok=True)
-            self._lock = _lock(root / ".lock")
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock(self.run.lock)
             manifest.remove_stale_temporaries(self.checkpoints)
             # an earlier job's records; `wordpool launch` rewrites a stop request of its own within a second
-            self._stop.unlink(missing_ok=True)
-            self._exit.unlink(missing_ok=True)
+            self.run.control_stop.unlink(missing_ok=True)
+            self.run.exit_json.unlink(missing_ok=True)
 
     def stop_requested(self) -> bool:
-        return self.is_rank0 and self._stop.exists()
+        return self.is_rank0 and self.run.control_stop.exists()
 
     def record_exit(self, reason: str, step: int) -> None:
         if self.is_rank0:
-            self._exit.parent.mkdir(parents=True, exist_ok=True)
-            manifest.atomic_write(self._exit, json.dumps({"reason": reason, "step": step, "time": time.time()}))
+            write_json_atomic(self.run.exit_json, {"reason": reason, "step": step, "time": time.time()}, indent=None,
+                              make_parents=True)
 
     def release(self) -> None:
         if self._lock:

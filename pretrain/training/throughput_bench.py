@@ -14,22 +14,27 @@ over padded is printed under its name (e.g. packed/padded).
 """
 from __future__ import annotations
 
-import json
 import os
-import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from schema import WordpoolConfig
+from schema import TOKENIZER_OF, WordpoolConfig, validate
 
 MODELS = ("word_pooled", "word_pooled_packed", "word_pooled_padded", "bpe", "bytes")
-TOKENIZER = {"word_pooled": "words", "word_pooled_packed": "words", "word_pooled_padded": "words", "bpe": "bpe",
-             "bytes": "bytes"}
 # word-pooled variants that force a layout (word_pooled itself runs the config's, packed by default)
 FORCED_LAYOUT = {"word_pooled_packed": "packed", "word_pooled_padded": "padded"}
+
+
+def kind_of(model: str) -> str:
+    """The model.kind of a bench model (the word-pooled variants differ in layout only)."""
+    return "word_pooled" if model.startswith("word_pooled") else model
+
+
+def tokenizer_of(model: str) -> str:
+    return TOKENIZER_OF[kind_of(model)]
 
 
 @dataclass
@@ -47,29 +52,31 @@ class Row:
 
 def prepare_data(cfg: WordpoolConfig, inputs: list[str], work_dir: Path) -> dict[str, Path]:
     """The three tokenizations of `inputs` (a rerun with the same settings reuses them)."""
-    from data_pipeline.job import JobMismatch, run_prepare
+    from data_pipeline.job import prepare_or_replace
 
     folders = {}
     for tokenizer in ("words", "bytes", "bpe"):
-        data = cfg.data.model_copy(update={"inputs": inputs, "output": str(work_dir / tokenizer),
-                                           "tokenizer": tokenizer, "tokens_per_sample": cfg.data.words_per_sample})
-        try:
-            run_prepare(data)
-        except JobMismatch:
-            run_prepare(data, force=True)
+        prepare_or_replace(data_section(cfg, tokenizer, work_dir / tokenizer, inputs=inputs))
         folders[tokenizer] = work_dir / tokenizer
     return folders
 
 
+def data_section(cfg: WordpoolConfig, tokenizer: str, folder: Path, **update):
+    """cfg.data for one tokenization in `folder`: as many tokens per sample as the word model has words."""
+    return cfg.data.model_copy(update={**update, "output": str(folder), "tokenizer": tokenizer,
+                                       "tokens_per_sample": cfg.data.words_per_sample})
+
+
 def model_config(cfg: WordpoolConfig, model: str, data_dir: Path) -> WordpoolConfig:
+    """cfg for one bench model on its tokenization in data_dir (model.max_word_bytes / max_words derived again)."""
     from pretrain.training.trainer import check_shards
 
-    kind = "word_pooled" if model.startswith("word_pooled") else model
-    update = {"kind": kind, "layout": FORCED_LAYOUT.get(model, cfg.model.layout),
-              "max_words": max(cfg.model.max_words, cfg.data.words_per_sample)}
-    new = cfg.model_copy(update={"model": cfg.model.model_copy(update=update),
-                                 "train": cfg.train.model_copy(update={"data_dir": str(data_dir)})})
-    return check_shards(new)[0]
+    kind = kind_of(model)
+    model_section = {**cfg.model.model_dump(exclude={"max_word_bytes", "max_words"}), "kind": kind,
+                     "layout": FORCED_LAYOUT.get(model, cfg.model.layout)}
+    raw = {**cfg.model_dump(), "data": data_section(cfg, TOKENIZER_OF[kind], data_dir).model_dump(),
+           "model": model_section}
+    return check_shards(validate(raw, f"bench train / {model}"))[0]
 
 
 def read_batches(data_dir: Path, cfg: WordpoolConfig, n: int) -> list[dict[str, torch.Tensor]]:
@@ -94,23 +101,6 @@ def _text_words(batch) -> int:
     return 0  # token models: counted from the text below
 
 
-def _init_single_rank() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return
-    if "MASTER_PORT" not in os.environ:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
-    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
-                       ("LOCAL_WORLD_SIZE", "1")):
-        os.environ.setdefault(key, value)
-    import deepspeed
-
-    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
-
-
 def _peak_memory_mb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -122,11 +112,12 @@ def _peak_memory_mb(device) -> float:
 def measure(cfg: WordpoolConfig, model: str, data_dir: Path, steps: int, warmup: int,
             peak_flops: float | None, bytes_per_word: float) -> Row:
     from pretrain.evaluation.validation import to_device
+    from pretrain.training.distributed import uses_bf16
     from pretrain.training.trainer import build_engine
 
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
-    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and on_gpu)
+    bf16 = uses_bf16(cfg.train.precision, on_gpu)
     torch.manual_seed(cfg.train.seed)
     engine = build_engine(cfg, 1, bf16)
     accum = cfg.train.grad_accum
@@ -166,17 +157,20 @@ def measure(cfg: WordpoolConfig, model: str, data_dir: Path, steps: int, warmup:
 def run_bench(cfg: WordpoolConfig, inputs: list[str], work_dir: Path, steps: int, warmup: int,
               models: list[str], peak_flops: float | None = None) -> dict:
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    from data_pipeline.shard_format import read_stats
+    from pretrain.training.distributed import init_single_rank
+
     folders = prepare_data(cfg, inputs, work_dir)
-    bytes_per_word = json.loads((folders["words"] / "stats.json").read_text())["bytes_per_word"]
-    _init_single_rank()
+    bytes_per_word = read_stats(folders["words"])["bytes_per_word"]
+    init_single_rank()
     rows = []
     # the first engine of a process pays one-time costs (thread pools, allocator growth, lazy imports):
     # a short pass of the first model is run and discarded so the first row is not penalized
-    first = model_config(cfg, models[0], folders[TOKENIZER[models[0]]])
-    measure(first, models[0], folders[TOKENIZER[models[0]]], 2, 2, peak_flops, bytes_per_word)
+    first = model_config(cfg, models[0], folders[tokenizer_of(models[0])])
+    measure(first, models[0], folders[tokenizer_of(models[0])], 2, 2, peak_flops, bytes_per_word)
     for model in models:
-        run_cfg = model_config(cfg, model, folders[TOKENIZER[model]])
-        rows.append(measure(run_cfg, model, folders[TOKENIZER[model]], steps, warmup, peak_flops, bytes_per_word))
+        run_cfg = model_config(cfg, model, folders[tokenizer_of(model)])
+        rows.append(measure(run_cfg, model, folders[tokenizer_of(model)], steps, warmup, peak_flops, bytes_per_word))
         print(f"  {model}: {rows[-1].text_bytes_per_s:,.0f} text bytes/s", flush=True)
     by_name = {r.model: r for r in rows}
     ratios = {}
