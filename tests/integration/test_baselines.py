@@ -12,7 +12,7 @@ import pytest
 from schema import DataConfig
 from data_pipeline.job import run_prepare
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BACKBONE = ["model.d_model=32", "model.n_layers=1", "model.n_heads=2", "data.max_word_bytes=16",
             "train.micro_batch_size=4", "train.warmup_steps=1", "train.log_every=1", "train.steps=3",
             "train.eval_every=3", "train.eval_batches=2", "train.checkpoint_every=3", "wandb.mode=disabled"]
@@ -24,11 +24,11 @@ def wordpool(*args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def token_shards(ray_cluster, corpora, tmp_path_factory):
+def token_shards(ray_cluster, english_lines_file, tmp_path_factory):
     out = {}
     for tokenizer in ("bytes", "bpe"):
         folder = tmp_path_factory.mktemp(tokenizer)
-        run_prepare(DataConfig(inputs=[str(corpora / "ud" / "en_ewt-dev.txt")], output=str(folder), doc_split="line",
+        run_prepare(DataConfig(inputs=[str(english_lines_file)], output=str(folder), doc_split="line",
                                max_word_bytes=16, tokenizer=tokenizer, tokens_per_sample=64, bpe_vocab_size=300,
                                val_fraction=0.1))
         out[tokenizer] = folder
@@ -58,6 +58,7 @@ def test_baseline_trains_evaluates_and_generates(token_shards, tmp_path, kind):
     assert "val bits/byte" in ev.stdout and "by training frequency: 0:" in ev.stdout
     gen = wordpool("generate", "--checkpoint", str(ckpt), "--prompt", "The food was", "--max-words", "4")
     assert gen.returncode == 0, gen.stderr[-3000:]
+    assert gen.stdout.startswith("The food was") and len(gen.stdout.rstrip("\n")) > len("The food was")
 
 
 def test_baseline_refuses_shards_of_another_tokenizer(token_shards, tmp_path):
@@ -67,12 +68,12 @@ def test_baseline_refuses_shards_of_another_tokenizer(token_shards, tmp_path):
     assert "model.kind=bpe trains on data.tokenizer=bpe" in proc.stderr
 
 
-def test_bench_train_reports_three_models(ray_cluster, corpora, tmp_path):
+def test_bench_train_reports_three_models(ray_cluster, english, tmp_path):
     from schema import load_config
     from pretrain.training.throughput_bench import prepare_data
 
     slice_file = tmp_path / "slice.txt"
-    slice_file.write_bytes((corpora / "tinyshakespeare.txt").read_bytes()[:60_000])
+    english.write_prose(slice_file, 60_000)
     settings = ["data.words_per_sample=32", "data.bpe_vocab_size=300", "data.max_word_bytes=16",
                 *BACKBONE[:3], "model.encoder.d_model=16", "model.decoder.d_model=16",
                 "train.micro_batch_size=2"]

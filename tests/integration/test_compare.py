@@ -7,52 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
-from schema import ConfigError
-from launcher.compare.config import load_compare_config
+from compare_config import tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_config(text: Path, out: Path) -> dict:
-    return {
-        "name": "tiny-test",
-        "out": str(out),
-        "data": {"inputs": [str(text)], "doc_split": "line", "max_word_bytes": 16, "words_per_sample": 32,
-                 "val_fraction": 0.1, "num_cpus": 1},
-        "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2},
-        "models": {"word_pooled": {"encoder": {"d_model": 32, "n_layers": 1, "n_heads": 2},
-                                   "decoder": {"d_model": 32, "n_layers": 1, "n_heads": 2}, "lrs": [3e-3, 1e-2]},
-                   "bytes": {"lrs": [1e-2]},
-                   "bpe": {"lrs": [1e-2], "vocab_size": 300}},
-        "train": {"micro_batch_size": 4},
-        # ~4 word-pooled steps; the baselines get their own step counts from the same budget
-        "budget": {"train_flops": 5.0e8, "evals": 2, "curve_eval_batches": 2, "final_eval_batches": None,
-                   "flop_estimate_batches": 4},
-        "seeds": 2,
-        "nproc": 1,
-        "parallel": 2,
-    }
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_compare_config_errors_name_the_key(tmp_path):
-    raw = tiny_config(tmp_path / "t.txt", tmp_path / "out")
-    raw["train"]["steps"] = 10
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match="train.steps is set by compare"):
-        load_compare_config(path)
-    raw["train"] = {}
-    raw["models"]["bpe"]["lrz"] = [1.0]
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"models.bpe.lrz: unknown key"):
-        load_compare_config(path)
-
-
-def test_compare_end_to_end(corpora, tmp_path):
-    lines = (corpora / "ud" / "en_ewt-dev.txt").read_text().splitlines(keepends=True)[:400]
+def test_compare_end_to_end(english, tmp_path):
+    lines = english.lines(400)
     text = tmp_path / "slice.txt"
     text.write_text("".join(lines))
     out = tmp_path / "compare"

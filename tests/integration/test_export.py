@@ -7,19 +7,14 @@ import sys
 import pytest
 import torch
 
-from schema import DataConfig
-from data_pipeline.job import run_prepare
-from test_train import train, wordpool
+from cli_helpers import train, wordpool
 
 ZERO3_STEPS = ["train.zero_stage=3", "train.steps=2", "train.checkpoint_every=2", "train.eval_every=100"]
 
 
 @pytest.fixture(scope="module")
-def zero3_run(ray_cluster, corpora, tmp_path_factory):
-    """One short ZeRO-3 training run on 2 ranks; returns its run dir."""
-    shards = tmp_path_factory.mktemp("shards")
-    run_prepare(DataConfig(inputs=[str(corpora / "ud" / "en_ewt-dev.txt")], output=str(shards), doc_split="line",
-                           max_word_bytes=16, words_per_sample=32, val_fraction=0.1))
+def zero3_run(shards, tmp_path_factory):
+    """One short ZeRO-3 training run on 2 ranks (the session's shards); returns its run dir."""
     run_dir = tmp_path_factory.mktemp("zero3")
     proc = train(shards, run_dir, *ZERO3_STEPS)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -111,18 +106,6 @@ def test_overwrite_refused_unless_forced(zero3_run, exported, tmp_path):
     (copy / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(ValueError, match="sha256"):
         load_exported(copy)
-
-
-def test_incomplete_or_missing_checkpoint_refused(tmp_path):
-    from pretrain.inference.export import export_checkpoint
-
-    half = tmp_path / "checkpoints" / "step_00000004"
-    half.mkdir(parents=True)
-    with pytest.raises(ValueError, match="incomplete"):
-        export_checkpoint(half, tmp_path / "out")
-    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
-        export_checkpoint(tmp_path, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
 
 
 def test_eval_and_generate_from_an_export(exported):

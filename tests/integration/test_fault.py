@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_train import TINY, records, wordpool
+from cli_helpers import TESTS, TINY, records, wordpool
 
 STEPS = 12
 # global batch 16 = 4 samples x 2 ranks x 2 micro-steps, or 4 x 1 x 4: the same at any world size
@@ -195,8 +195,11 @@ def test_corrupt_newest_checkpoint_and_disk_full(shards, small_disk):
 
 
 def record_hook(ctx):
-    """A user evaluation hook (tests pass it as tests.test_fault:record_hook)."""
-    return {"custom_step": float(ctx.step), "custom_world": float(ctx.world_size)}
+    """A user evaluation hook (tests pass it as test_fault:record_hook). It runs inside the training rank,
+    so it also reports how many Ray modules that process has imported (the training path must import none)."""
+    ray_modules = [m for m in sys.modules if m == "ray" or m.startswith("ray.")]
+    return {"custom_step": float(ctx.step), "custom_world": float(ctx.world_size),
+            "ray_modules": float(len(ray_modules)), "deepspeed_loaded": float("deepspeed" in sys.modules)}
 
 
 def test_skipped_updates_roll_back_and_eval_hooks_run(shards, tmp_path):
@@ -209,7 +212,7 @@ def test_skipped_updates_roll_back_and_eval_hooks_run(shards, tmp_path):
              "{kind: word_acc, every_minutes: 0.0001, max_batches: 1}]")
     proc = wordpool("train", "--nproc", "1", f"data.output={shards}", f"train.run_dir={run}", *TINY,
                     "train.steps=10", "train.checkpoint_every=4", "fault.max_consecutive_skips=3", evals,
-                    env={"WORDPOOL_FAULT_NAN_AT_STEPS": "6,7,8", "PYTHONPATH": str(Path(__file__).parent)})
+                    env={"WORDPOOL_FAULT_NAN_AT_STEPS": "6,7,8", "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), str(TESTS)])})
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     skips = [r for r in lines if r["kind"] == "skip"]
@@ -227,6 +230,10 @@ def test_skipped_updates_roll_back_and_eval_hooks_run(shards, tmp_path):
     assert (3, "val_bpb") not in evals_at and "val_bpb" in next(r for r in lines if r.get("hook") == "val_bpb,word_acc")
     custom = [r for r in lines if r.get("hook") == "test_fault:record_hook"]
     assert custom[0]["custom_step"] == 5.0 and custom[0]["custom_world"] == 1.0
+    # the rank's own sys.modules at each call (steps 5, 5 again after the rollback, 10): DeepSpeed is there
+    # (the probe sees the real process), Ray never is
+    assert [r["custom_step"] for r in custom][-1] == 10.0
+    assert {(r["deepspeed_loaded"], r["ray_modules"]) for r in custom} == {(1.0, 0.0)}
     assert any(h == "word_acc" for _, h in evals_at)  # the timed hook
     samples = [r for r in lines if r["kind"] == "samples"]
     assert [r["step"] for r in samples] == [4, 8, 10] or [r["step"] for r in samples] == [4, 4, 8, 10]
@@ -249,36 +256,3 @@ def test_hang_is_detected_and_reported(shards, tmp_path):
     named |= {(b["rank"], b["step"]) for r in reports for b in r["ranks_behind"]}
     assert (1, 3) in named, reports
     assert all(Path(r["stacks"]).is_file() for r in reports)
-
-
-def test_update_guard_skips_outliers_only_after_history():
-    from pretrain.training.update_guard import UpdateGuard
-
-    guard = UpdateGuard(skip_nonfinite=True, outlier_sigma=6.0, window=50, min_history=5)
-    assert guard.reason_to_skip(100.0, 1.0) is None  # no history yet: a high early loss is normal
-    for loss in (3.0, 3.1, 2.9, 3.0, 3.05, 2.95):
-        guard.record(loss, 1.0 + loss / 100, skipped=False)
-    assert guard.reason_to_skip(3.2, 1.03) is None
-    assert guard.reason_to_skip(9.0, 1.03) == "outlier_loss"
-    assert guard.reason_to_skip(3.0, 50.0) == "outlier_grad_norm"
-    assert guard.reason_to_skip(float("nan"), 1.0) == "nonfinite_loss"
-    assert guard.reason_to_skip(3.0, float("inf")) == "nonfinite_grad_norm"
-    guard.record(9.0, 1.0, skipped=True)
-    guard.record(9.0, 1.0, skipped=True)
-    assert (guard.consecutive, guard.total) == (2, 2)
-    restored = UpdateGuard(True, 6.0, 50, 5)
-    restored.load_state_dict(guard.state_dict())
-    assert restored.state_dict() == guard.state_dict()
-
-
-def test_retention_keeps_last_k_and_permanent(tmp_path):
-    from pretrain.checkpoint import manifest as files
-
-    for step in range(1, 11):
-        folder = tmp_path / files.tag_for(step)
-        folder.mkdir()
-        (folder / files.COMPLETE).write_text("{}")
-    (tmp_path / ".tmp-step_00000011").mkdir()  # a save a crash interrupted
-    files.apply_retention(tmp_path, keep_last=2, keep_every=4)
-    assert [files.step_of(p) for p in files.published(tmp_path)] == [4, 8, 9, 10]
-    assert files.remove_stale_temporaries(tmp_path) == [".tmp-step_00000011"]

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = [  # as in test_train.py
     "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "data.max_word_bytes=16", "data.words_per_sample=32",
     "model.encoder.d_model=16", "model.encoder.n_heads=2", "model.decoder.d_model=16", "model.decoder.n_heads=2",

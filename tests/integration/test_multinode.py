@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from test_word_scoring import _prepare_without_ray
+from cli_helpers import prepare_without_ray
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "10.231.7"  # node i gets SUBNET.(i+1)/24 inside its own namespace: never visible on this machine
 RDZV_PORT = 29611  # in node 0's namespace, so no clash with anything listening on this machine
 TINY = [  # as in test_train.py
@@ -107,13 +107,13 @@ def nodes(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def node_shards(corpora, tmp_path_factory):
+def node_shards(english_lines_file, tmp_path_factory):
     """The data of conftest's `shards`, prepared without Ray: run alone, this test would otherwise spend ~45 s
     starting a Ray cluster on a loaded 2-core machine."""
     from schema import DataConfig
 
     out = tmp_path_factory.mktemp("mn_shards")
-    _prepare_without_ray(DataConfig(inputs=[str(corpora / "ud" / "en_ewt-dev.txt")], output=str(out),
+    prepare_without_ray(DataConfig(inputs=[str(english_lines_file)], output=str(out),
                                     doc_split="line", max_word_bytes=16, words_per_sample=32, val_fraction=0.1))
     return out
 

@@ -9,6 +9,7 @@ import numpy as np
 from schema import DataConfig
 from data_pipeline.job import run_prepare
 from data_pipeline.reader import iter_samples, rebuild_sources
+from texts import CHINESE, GERMAN, write_text
 
 
 def _prepare(tmp_path, inputs, **kw):
@@ -16,8 +17,10 @@ def _prepare(tmp_path, inputs, **kw):
     return run_prepare(cfg), tmp_path / "out"
 
 
-def test_prepare_and_rebuild_byte_for_byte(ray_cluster, corpora, tmp_path):
-    inputs = [corpora / "tinyshakespeare.txt", corpora / "ud" / "zh_gsd-dev.txt"]
+def test_prepare_and_rebuild_byte_for_byte(ray_cluster, english, tmp_path):
+    (tmp_path / "src").mkdir()
+    inputs = [english.write_prose(tmp_path / "src" / "english.txt", 200_000),
+              write_text(tmp_path / "src" / "chinese.txt", CHINESE)]
     stats, out = _prepare(tmp_path, inputs, words_per_sample=128, val_fraction=0.1)
     for split in ("train", "val"):
         assert (out / split / "index.json").is_file()
@@ -84,13 +87,16 @@ def test_misspelled_config_key_fails_fast(tmp_path):
     assert "data.max_word_byte" in proc.stderr and "unknown key" in proc.stderr
 
 
-def test_cli_prepare_end_to_end(ray_cluster, corpora, tmp_path):
+def test_cli_prepare_end_to_end(ray_cluster, english, tmp_path):
     # the CLI process joins the test session's Ray cluster, as a user joins a running cluster
     address = ray_cluster.get_runtime_context().gcs_address
     out = tmp_path / "cli"
-    proc = _cli("prepare", "--input", str(corpora / "ud" / "de_gsd-dev.txt"), "--output", str(out),
+    src = write_text(tmp_path / "mixed.txt", "".join(english.lines(600)) + GERMAN.replace("\n\n", "\n"))
+    lines = src.read_text(encoding="utf-8").splitlines()
+    proc = _cli("prepare", "--input", str(src), "--output", str(out),
                 "--ray-address", address, "data.doc_split=line", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rejected" in proc.stdout
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["documents"] > 500 and stats["rejected_count"] == 0
+    assert stats["documents"] == len(lines) > 600 and stats["rejected_count"] == 0
+    assert stats["bytes"] == src.stat().st_size

@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 
 from schema import DataConfig
-from data_pipeline.job import JobMismatch, run_prepare
+from data_pipeline.job import run_prepare
 from data_pipeline.reader import dataset_dirs, document_splits, iter_samples, rebuild_sources
+from data_pipeline.segment import split_words
+from data_pipeline.shard_format import decomposition
 from data_pipeline.stats import read_word_freq
+from texts import FOREIGN, GERMAN, write_text
 
 
 @pytest.fixture(scope="module")
-def shakespeare_three_ways(ray_cluster, corpora, tmp_path_factory):
-    src = str(corpora / "tinyshakespeare.txt")
+def english_three_ways(ray_cluster, english, tmp_path_factory):
+    src = str(english.write_prose(tmp_path_factory.mktemp("src") / "english.txt", 300_000))
     out = {}
     for tok in ("words", "bytes", "bpe"):
         folder = tmp_path_factory.mktemp(tok)
@@ -27,8 +30,8 @@ def shakespeare_three_ways(ray_cluster, corpora, tmp_path_factory):
     return src, out
 
 
-def test_three_tokenizations_share_documents_and_split(shakespeare_three_ways):
-    src, runs = shakespeare_three_ways
+def test_three_tokenizations_share_documents_and_split(english_three_ways):
+    src, runs = english_three_ways
     splits = {tok: document_splits(folder) for tok, (folder, _) in runs.items()}
     assert splits["words"] == splits["bytes"] == splits["bpe"]
     assert set(splits["words"].values()) == {"train", "val"}
@@ -42,8 +45,8 @@ def test_three_tokenizations_share_documents_and_split(shakespeare_three_ways):
     assert (runs["bpe"][0] / "tokenizer.json").is_file()
 
 
-def test_word_frequencies_and_histograms(shakespeare_three_ways):
-    folder, stats = shakespeare_three_ways[1]["words"]
+def test_word_frequencies_and_histograms(english_three_ways):
+    folder, stats = english_three_ways[1]["words"]
     freq = read_word_freq(folder)
     assert sum(freq.values()) == stats["splits"]["train"]["words"]
     top = max(freq, key=freq.get)
@@ -63,8 +66,11 @@ def _content(folder):
             for split in ("train", "val") for p in sorted((folder / split).rglob("*")) if p.is_file()}
 
 
-def test_killed_driver_rerun_gives_identical_shards(ray_cluster, corpora, tmp_path):
-    inputs = [str(p) for p in sorted((corpora / "ud").glob("*-dev.txt"))]  # 4 files, 4 units
+def test_killed_driver_rerun_gives_identical_shards(ray_cluster, english, tmp_path):
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    inputs = [str(english.write_lines(sources / "en.txt", 1000))] + [  # 4 files, 4 units
+        str(write_text(sources / f"{lang}.txt", text)) for lang, text in sorted(FOREIGN.items())]
     address = ray_cluster.get_runtime_context().gcs_address
 
     def cfg(out, **kw):
@@ -91,48 +97,21 @@ def test_killed_driver_rerun_gives_identical_shards(ray_cluster, corpora, tmp_pa
     assert run_prepare(cfg(cut, max_word_bytes=16), force=True)["config"]["max_word_bytes"] == 16
 
 
-def test_dataset_decomposition_buckets(ray_cluster, corpora, tmp_path):
-    src = str(corpora / "ud" / "de_gsd-dev.txt")
+def test_dataset_decomposition_buckets(ray_cluster, tmp_path):
+    src = str(write_text(tmp_path.parent / f"{tmp_path.name}-de.txt", GERMAN.replace("\n\n", "\n")))  # one document
+    words = len(split_words(open(src, encoding="utf-8").read(), 32)) + 1  # + its end marker
     stats = run_prepare(DataConfig(inputs=[src], output=str(tmp_path), doc_split="paragraph", packing="decompose",
                                    words_per_sample=256, val_fraction=0.0))
     buckets = dataset_dirs(tmp_path, "train")
-    assert len(buckets) > 1
+    expected = [b - a for a, b in decomposition(words, 256)]
+    assert len(expected) > 2 and len(buckets) == len(set(expected))
+    counts = {}
     for bucket in buckets:
         length = int(bucket.name.removeprefix("len-"))
         assert length & (length - 1) == 0 and length <= 256
         for sample in iter_samples(bucket):
             assert len(sample["word_lens"]) == length and len(sample["docs"]) == 1  # one document, no mixing
+            counts[length] = counts.get(length, 0) + 1
+    assert sorted(counts.items()) == sorted((n, expected.count(n)) for n in set(expected))
     assert rebuild_sources(tmp_path)[src] == open(src, "rb").read()
     assert stats["splits"]["train"]["documents"] == 1
-
-
-def test_refuses_foreign_output_folder(tmp_path):
-    (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(JobMismatch, match="not empty"):
-        run_prepare(DataConfig(inputs=[str(tmp_path / "notes.txt")], output=str(tmp_path)))
-    assert (tmp_path / "notes.txt").read_text() == "mine"
-
-
-@pytest.mark.parametrize("settings", [{}, {"tokenizer": "bytes", "packing": "decompose", "val_fraction": 0.3},
-                                      {"doc_split": "line", "split_digits": True, "max_word_bytes": 8}])
-def test_unit_output_independent_of_batch_size(corpora, tmp_path, monkeypatch, settings):
-    """A unit segments and counts its documents a batch at a time: one-document batches and the
-    default ones must write the very same files (shards, marker, word counts)."""
-    import data_pipeline.unit as unit_module
-
-    src = tmp_path / "in.jsonl"
-    text = (corpora / "tinyshakespeare.txt").read_text()[:60_000]
-    lines = [json.dumps({"text": p + "\n\n"}) for p in text.split("\n\n")] + ["not json", json.dumps({"text": " 12345"})]
-    src.write_text("\n".join(lines) + "\n")
-    plain = tmp_path / "in.txt"
-    plain.write_text(text)
-    trees = []
-    for batch_chars in (1, unit_module.BATCH_CHARS):
-        monkeypatch.setattr(unit_module, "BATCH_CHARS", batch_chars)
-        out = tmp_path / f"out-{batch_chars}"
-        for unit, path in enumerate([src, plain]):
-            cfg = DataConfig(inputs=[str(path)], output=str(out), **settings)
-            unit_module.process_unit({"unit": unit, "path": str(path)}, cfg, str(out), None)
-        trees.append({p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-                      for p in sorted(out.rglob("*")) if p.is_file()})
-    assert trees[0] == trees[1] and len(trees[0]) > 4

@@ -1,71 +1,17 @@
-"""End-to-end training under torchrun with DeepSpeed on CPU (2 ranks, gloo): checkpoint selection, the
-quickstart, ranks dying with their launcher, and a training path that never imports Ray. Exact resume
-after SIGKILLs is in test_fault.py."""
+"""End-to-end training under torchrun with DeepSpeed on CPU (2 ranks, gloo): the
+quickstart, ranks dying with their launcher. Exact resume after SIGKILLs is in test_fault.py; checkpoint
+selection on hand-made folders and the Ray-free training path in tests/unit."""
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
-
-TINY = [
-    "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "data.max_word_bytes=16", "data.words_per_sample=32",
-    "model.encoder.d_model=16", "model.encoder.n_heads=2", "model.decoder.d_model=16", "model.decoder.n_heads=2",
-    "train.micro_batch_size=4", "train.grad_accum=2", "train.warmup_steps=2", "train.log_every=1",
-    "train.eval_every=4", "train.eval_batches=2", "wandb.mode=disabled",
-]
-
-
-def wordpool(*args, env=None, timeout=300):
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
-
-
-def train(shards, run_dir, *extra, env=None):
-    return wordpool("train", "--nproc", "2", f"data.output={shards}", f"train.run_dir={run_dir}", *TINY, *extra,
-                    env=env)
-
-
-def records(run_dir, kind="train"):
-    """Last record per step (a killed run may have logged steps past its checkpoint)."""
-    out = {}
-    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        if r["kind"] == kind:
-            out[r["step"]] = r
-    return out
-
-
-def test_checkpoint_selection_skips_incomplete(tmp_path):
-    from pretrain.checkpoint.store import COMPLETE, LATEST, find_latest, resolve_resume
-
-    root = tmp_path / "checkpoints"
-    for step, complete in ((2, True), (4, True), (6, False)):
-        (root / f"step_{step:08d}").mkdir(parents=True)
-        if complete:
-            (root / f"step_{step:08d}" / COMPLETE).write_text("{}")
-    (root / LATEST).write_text("step_00000006")  # the pointer names a checkpoint a rank never finished
-    assert find_latest(root) == root / "step_00000004"
-    assert resolve_resume("auto", root) == root / "step_00000004"
-    assert resolve_resume(str(root / "step_00000002"), root) == root / "step_00000002"
-    assert resolve_resume(None, root) is None and resolve_resume("auto", tmp_path / "none") is None
-    with pytest.raises(ValueError, match="incomplete"):
-        resolve_resume(str(root / "step_00000006"), root)
-    with pytest.raises(FileNotFoundError):
-        resolve_resume(str(root / "step_00000008"), root)
+from cli_helpers import TINY, wordpool
 
 
 def test_resume_from_a_missing_checkpoint_fails_before_launch(tmp_path):
     proc = wordpool("train", "--nproc", "2", f"train.run_dir={tmp_path}", "--resume", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr
-
-
-def test_training_path_does_not_import_ray():
-    code = ("import sys, pretrain.training.trainer, pretrain.inference.loading, launcher.cli; "
-            "bad = [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]; assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_quickstart_end_to_end_short(tmp_path):

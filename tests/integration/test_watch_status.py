@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from test_train import TINY, wordpool
+from cli_helpers import TINY, wordpool
 
 RUN = ["train.steps=6", "train.checkpoint_every=2", "wandb.mode=offline"]
 

@@ -4,8 +4,20 @@ import re
 import pytest
 
 from data_pipeline.segment import segment, split_words
+from texts import FOREIGN, long_words
 
-LANG_FILES = ["tinyshakespeare.txt", "ud/de_gsd-dev.txt", "ud/ru_gsd-dev.txt", "ud/zh_gsd-dev.txt"]
+# English: the built-in corpus; German, Russian, Chinese: tests/texts.py; long: generated words up to 90
+# letters (Latin, Cyrillic, umlauts, CJK runs), cut by every cap used here
+LANGS = ["en", "de", "ru", "zh", "long"]
+
+
+@pytest.fixture(scope="module")
+def lang_texts(english):
+    return {"en": english.prose(100_000), **FOREIGN, "long": long_words(200)}
+
+
+def _cuts(text, n=40):
+    return range(1, len(text), max(1, len(text) // n))
 
 
 def test_hat_rules():
@@ -13,10 +25,10 @@ def test_hat_rules():
     assert split_words("Hello, world!", 4) == [b"Hell", b"o,", b" wor", b"ld!"]
 
 
-@pytest.mark.parametrize("name", LANG_FILES)
+@pytest.mark.parametrize("name", LANGS)
 @pytest.mark.parametrize("cap", [8, 32])
-def test_lossless_and_capped(corpora, name, cap):
-    text = (corpora / name).read_text(encoding="utf-8")[:200_000]
+def test_lossless_and_capped(lang_texts, name, cap):
+    text = lang_texts[name]
     seg = segment(text, cap)
     assert seg.data == text.encode("utf-8")
     assert int(seg.lengths.max()) <= cap and int(seg.lengths.min()) >= 1
@@ -25,6 +37,9 @@ def test_lossless_and_capped(corpora, name, cap):
     for n in seg.lengths.tolist():
         seg.data[start : start + n].decode("utf-8")
         start += n
+    assert start == len(seg.data) and len(seg.lengths) > len(text.split()) // 2
+    if name == "long" or cap == 8 and name != "zh":  # long words, 2-byte letters: the cap really cuts
+        assert seg.words_cut > 0
 
 
 def test_cut_words_counted_and_multibyte_never_split():
@@ -36,11 +51,11 @@ def test_cut_words_counted_and_multibyte_never_split():
     assert all(n <= 8 for n in seg.lengths.tolist())
 
 
-@pytest.mark.parametrize("name", LANG_FILES)
-def test_prefix_stable(corpora, name):
-    text = (corpora / name).read_text(encoding="utf-8")[:20_000]
+@pytest.mark.parametrize("name", LANGS)
+def test_prefix_stable(lang_texts, name):
+    text = lang_texts[name][:20_000]
     full = split_words(text, 16)
-    for cut in range(1, len(text), 997):
+    for cut in _cuts(text):
         prefix = split_words(text[:cut], 16)
         assert prefix[:-1] == full[: len(prefix) - 1]
         assert full[len(prefix) - 1].startswith(prefix[-1])
@@ -48,12 +63,12 @@ def test_prefix_stable(corpora, name):
 
 # --- one uncapped split + capping in Python must match hat-splitter's own capped split ---
 
-@pytest.mark.parametrize("name", LANG_FILES)
+@pytest.mark.parametrize("name", LANGS)
 @pytest.mark.parametrize("cap", [4, 8, 32])
-def test_matches_hat_splitter_cap(corpora, name, cap):
+def test_matches_hat_splitter_cap(lang_texts, name, cap):
     from hat_splitter import HATSplitter
 
-    text = (corpora / name).read_text(encoding="utf-8")[:100_000]
+    text = lang_texts[name]
     splitter = HATSplitter()
     assert split_words(text, cap) == splitter.split_with_limit(text, cap)
     expected_cut = sum(1 for w in splitter.split(text) if len(w.encode()) > cap)
@@ -165,10 +180,15 @@ def _assert_batch_matches(texts, cap, split_digits=False):
         assert windowed.words_cut == alone.words_cut
 
 
-@pytest.mark.parametrize("name", LANG_FILES + ["ud/en_ewt-dev.txt"])
+@pytest.mark.parametrize("name", LANGS + ["en_lines"])
 @pytest.mark.parametrize("rule", ["paragraph", "line"])
-def test_batch_equals_per_document(corpora, name, rule):
-    texts = _documents(corpora / name, rule)[:3000]
+def test_batch_equals_per_document(lang_texts, english, tmp_path, name, rule):
+    text = "".join(english.lines(2000)) if name == "en_lines" else lang_texts[name]
+    path = tmp_path / f"{name}.txt"
+    path.write_text(text, encoding="utf-8")
+    texts = _documents(path, rule)[:3000]
+    # (the lines hold no blank line: one paragraph)
+    assert len(texts) >= (6 if rule == "line" else 1 if name == "en_lines" else 4)
     _assert_batch_matches(texts, 32)
     _assert_batch_matches(texts, 6, split_digits=True)
 
@@ -185,7 +205,7 @@ def test_batch_edge_documents():
             _assert_batch_matches(texts[::-1], cap, split_digits)
 
 
-def test_batch_uses_few_splitter_calls(corpora, monkeypatch):
+def test_batch_uses_few_splitter_calls(english, monkeypatch):
     import data_pipeline.segment as seg_module
 
     calls = []
@@ -197,6 +217,9 @@ def test_batch_uses_few_splitter_calls(corpora, monkeypatch):
             return real.split_with_limit(text, cap)
 
     monkeypatch.setattr(seg_module, "_splitter", lambda: Counting())
-    texts = _documents(corpora / "tinyshakespeare.txt", "paragraph")
-    seg_module.segment_batch(texts, 32)
-    assert len(calls) <= 2  # ~1.1 MB of paragraphs that all end with LF: one call per GROUP_CHARS
+    texts = [d for path in english.files for d in _documents(path, "paragraph")]
+    total = sum(map(len, texts))
+    assert seg_module.GROUP_CHARS < total < 2 * seg_module.GROUP_CHARS and len(texts) > 1000
+    batch = seg_module.segment_batch(texts, 32)
+    assert len(calls) <= 2  # ~1.2 MB of paragraphs that (all but the last) end with LF: one call per GROUP_CHARS
+    assert sum(calls) == total and batch.data == "".join(texts).encode()

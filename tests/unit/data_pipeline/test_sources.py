@@ -1,11 +1,8 @@
-"""Input kinds (text, JSON Lines plain/.gz/.zst, Parquet, saved HF datasets), listing, and the same
-inputs read back from a real S3-compatible server (moto, on 127.0.0.1)."""
-import dataclasses
+"""Input kinds (text, JSON Lines plain/.gz/.zst, Parquet, saved HF datasets) and listing, on local and
+in-memory filesystems. The same inputs from a real S3-compatible server: integration/test_sources_s3.py."""
 import gzip
-import json
 import os
 
-import boto3
 import datasets
 import fsspec
 import pyarrow as pa
@@ -13,48 +10,16 @@ import pyarrow.feather
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-import zstandard
-from moto.server import ThreadedMotoServer
 
-from data_pipeline.documents import Document, Rejected, read_file
+from data_pipeline.documents import Document, Rejected
 from data_pipeline.sources import detect_format, expand_inputs, filesystem_for, input_size, read_bytes
-
-TEXT = "First paragraph.\n\nSecond one, with ünïcode.\n"
-JSONL = b"\n".join([b'{"text": "doc one", "id": 1}', b'{"text": ', b'{"text": "doc \xc3\xbc two"}']) + b"\n"
-# row 2: null, row 3: empty, row 4: whitespace only
-BODIES = ["alpha beta", None, "", "  \n", "gamma ü", "delta"]
-
-
-def _read(path, fmt="auto", field="text", rule="paragraph"):
-    return list(read_file(str(path), fmt, rule, field))
-
-
-def _accounted(records):
-    return sum(len(r.text.encode()) + r.markup_bytes if isinstance(r, Document) else r.nbytes for r in records)
-
-
-def _without_source(records):
-    return [dataclasses.replace(r, source="") for r in records]
-
-
-def _write_hf(folder, bodies, field="body", shards=2):
-    datasets.Dataset.from_dict({field: bodies, "n": list(range(len(bodies)))}).save_to_disk(
-        str(folder), num_shards=shards)
-    return folder
+from input_kinds import BODIES, JSONL, _accounted, _read, _without_source, write_input_kinds
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """One of each input kind, in one folder."""
-    root = tmp_path_factory.mktemp("corpus")
-    (root / "a.txt").write_text(TEXT)
-    (root / "b.jsonl").write_bytes(JSONL)
-    (root / "c.jsonl.gz").write_bytes(gzip.compress(JSONL))
-    (root / "d.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(JSONL))
-    table = pa.table({"id": list(range(len(BODIES))), "body": BODIES})
-    pq.write_table(table, root / "e.parquet", row_group_size=2)  # rows numbered across row groups
-    _write_hf(root / "f_hf", BODIES)
-    return root
+    return write_input_kinds(tmp_path_factory.mktemp("corpus"))
 
 
 # ---------------------------------------------------------------------------- formats, locally
@@ -216,90 +181,3 @@ def test_fsspec_only_schemes(tmp_path):
         assert input_size(urls[1]) == 14
     finally:
         memory.rm("/wp-test", recursive=True)
-
-
-# ---------------------------------------------------------------------------- S3 (moto server)
-
-@pytest.fixture(scope="module")
-def s3(corpus, tmp_path_factory):
-    """A real S3 server on 127.0.0.1, the AWS environment pointing at it, and the corpus uploaded
-    to s3://wordpool/data/."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    nowhere = str(tmp_path_factory.mktemp("aws") / "none")
-    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere,
-           "AWS_EC2_METADATA_DISABLED": "true", "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        for key in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION"):
-            patch.delenv(key, raising=False)
-        client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
-        client.create_bucket(Bucket="wordpool")
-        for path in sorted(corpus.rglob("*")):
-            if path.is_file():
-                client.upload_file(str(path), "wordpool", f"data/{path.relative_to(corpus)}")
-        yield "s3://wordpool/data"
-    server.stop()
-
-
-def test_s3_inputs_read_like_local_files(s3, corpus):
-    urls = expand_inputs([f"{s3}/*"])
-    assert urls == [f"{s3}/{n}" for n in ("a.txt", "b.jsonl", "c.jsonl.gz", "d.jsonl.zst", "e.parquet", "f_hf")]
-    for url in urls:
-        local = str(corpus / url.rsplit("/", 1)[1])
-        field = "body" if url.endswith(("parquet", "hf")) else "text"
-        assert detect_format(url) == detect_format(local)
-        remote_records, local_records = _read(url, field=field), _read(local, field=field)
-        assert remote_records and all(r.source == url for r in remote_records)
-        assert _without_source(remote_records) == _without_source(local_records)
-        assert input_size(url, field=field) == input_size(local, field=field) == _accounted(remote_records)
-
-
-def test_s3_globs_and_errors(s3):
-    assert expand_inputs([f"{s3}/**/*.arrow"]) == [f"{s3}/f_hf/data-00000-of-00002.arrow",
-                                                   f"{s3}/f_hf/data-00001-of-00002.arrow"]
-    assert expand_inputs([f"{s3}/[ab].*", f"{s3}/a.txt"]) == [f"{s3}/a.txt", f"{s3}/b.jsonl"]
-    assert expand_inputs([s3]) == expand_inputs([f"{s3}/**"])  # a prefix stands for every object below it
-    assert expand_inputs([f"{s3}/f_hf"]) == [f"{s3}/f_hf"]
-    with pytest.raises(FileNotFoundError, match="input not found: s3://wordpool/data/\\*.csv"):
-        expand_inputs([f"{s3}/*.csv"])
-    fs, path = filesystem_for(f"{s3}/a.txt")
-    assert isinstance(fs, pafs.S3FileSystem) and path == "wordpool/data/a.txt"
-    assert fs.get_file_info(path).size == len(TEXT.encode())
-
-
-def test_prepare_from_s3_to_s3(s3, corpus, ray_cluster, tmp_path):
-    """The whole Ray job with object storage on both sides; a rerun finds every unit done remotely."""
-    from schema import DataConfig
-    from data_pipeline.job import run_prepare
-    from data_pipeline.reader import rebuild_sources
-
-    out_url = "s3://wordpool/prepared"
-    cfg = DataConfig(inputs=[f"{s3}/a.txt", f"{s3}/c.jsonl.gz"], output=out_url, val_fraction=0.5,
-                     words_per_sample=16)
-    os.environ["WORDPOOL_STAGING"] = str(tmp_path / "staging")
-    try:
-        stats = run_prepare(cfg)
-        again = run_prepare(cfg)
-    finally:
-        del os.environ["WORDPOOL_STAGING"]
-    assert stats["documents"] == 4 and stats["rejected_count"] == 1
-    assert again["units_skipped"] == 2
-
-    client = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="wordpool", Prefix="prepared/")["Contents"]]
-    assert "prepared/stats.json" in keys and "prepared/train/index.json" in keys
-    local = tmp_path / "download"
-    for key in keys:
-        if key.endswith("/"):  # folder markers
-            continue
-        target = local / key.removeprefix("prepared/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file("wordpool", key, str(target))
-    rebuilt = rebuild_sources(local)
-    assert rebuilt[f"{s3}/a.txt"] == TEXT.encode()
-    assert rebuilt[f"{s3}/c.jsonl.gz"] == "doc onedoc ü two".encode()

@@ -1,6 +1,7 @@
 """The token models' next-word scorer on hand-made predictions, its byte table on real shards, and the
 word-frequency buckets."""
 import json
+import re
 import shutil
 from collections import defaultdict
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 
 from data_pipeline.bpe import EOD_TOKEN, load_bpe, train_bpe
+from cli_helpers import prepare_without_ray
 from schema import DataConfig
-from data_pipeline.job import run_prepare
+from texts import CHINESE, write_text
 from data_pipeline.reader import iter_samples, rebuild_documents
 from data_pipeline.stats import WORD_FREQ_FILE, read_word_freq
 from pretrain.evaluation.word_scoring import (BucketCounts, FrequencyBuckets, bpe_byte_table, data_config,
@@ -119,6 +121,21 @@ def test_digit_groups():
     assert wrong(score(byte_tokens(text), {text.index("5"): ord("x")}, digits=True)) == ["234", "567"]
 
 
+@pytest.mark.xfail(strict=True, reason="BUG in pretrain/evaluation/word_scoring.py: with exact predictions, the last "
+                   "piece of a whitespace run longer than max_word_bytes is scored wrong (found on the built-in "
+                   "corpus' indented code); remove this mark once fixed")
+def test_space_run_longer_than_the_cap():
+    scored = score(byte_tokens("x = 3" + " " * 5 + "# c"), cap=4)
+    assert [w for w, _ in scored] == [b" =", b" 3", b"    ", b" ", b"#", b" c"]
+    assert wrong(scored) == []
+
+
+def test_letters_longer_than_the_cap_are_scored_as_pieces():
+    scored = score(byte_tokens("x abcdefghij c"), cap=4)
+    assert scored == [(b" abc", True), (b"defg", True), (b"hij", True), (b" c", True)]
+    assert wrong(score(byte_tokens("x abcdefghij c"), {len("x abcde"): ord("z")}, cap=4)) == ["defg"]
+
+
 def test_rejects_misaligned_predictions():
     with pytest.raises(ValueError):
         score_token_predictions(byte_tokens(TEXT), np.zeros(3, dtype=np.int64), BYTES, True, 32)
@@ -193,34 +210,16 @@ def test_words_starting_inside_a_token():
 # ---------------------------------------------------------------- real shards
 
 
-def _prepare_without_ray(cfg: DataConfig) -> None:
-    """run_prepare with every unit done in this process first, so it resumes and starts no Ray cluster
-    (starting Ray costs tens of seconds on a loaded 2-core machine)."""
-    from data_pipeline.job import _start_or_resume, _train_tokenizer, job_record
-    from data_pipeline.output import OutputRoot
-    from data_pipeline.unit import process_unit
-
-    out = OutputRoot(cfg.output)
-    _start_or_resume(out, job_record(cfg, cfg.inputs), force=False)
-    tokenizer_json = _train_tokenizer(cfg, cfg.inputs, out)
-    for unit, path in enumerate(cfg.inputs):
-        process_unit({"unit": unit, "path": path}, cfg, cfg.output, tokenizer_json)
-    run_prepare(cfg)
-
-
 @pytest.fixture(scope="module")
-def prepared(corpora, tmp_path_factory):
+def prepared(english, tmp_path_factory):
     """bytes, bpe and words shards of a slice of English and of Chinese (small samples: many cut documents)."""
     root = tmp_path_factory.mktemp("word_scoring")
-    inputs = []
-    for name, size in [("tinyshakespeare.txt", 40_000), ("ud/zh_gsd-dev.txt", 8_000)]:
-        data = (corpora / name).read_bytes()[:size]
-        path = root / name.replace("/", "_")
-        path.write_bytes(data[: data.rindex(b"\n") + 1])
-        inputs.append(str(path))
+    # runs of spaces longer than the cap (12) shortened: see test_space_run_longer_than_the_cap (a known bug)
+    prose = re.sub(r" {12,}", " " * 11, english.prose(40_000))
+    inputs = [str(write_text(root / "english.txt", prose)), str(write_text(root / "chinese.txt", CHINESE))]
     out = {}
     for tokenizer in ("bytes", "bpe", "words"):
-        _prepare_without_ray(DataConfig(inputs=inputs, output=str(root / tokenizer), tokenizer=tokenizer,
+        prepare_without_ray(DataConfig(inputs=inputs, output=str(root / tokenizer), tokenizer=tokenizer,
                                         tokens_per_sample=200, words_per_sample=64, bpe_vocab_size=600,
                                         val_fraction=0.2, max_word_bytes=12))
         out[tokenizer] = root / tokenizer

@@ -199,7 +199,10 @@ def test_bf16_and_num_params():
     out = model(words, lens, text)
     assert torch.isfinite(out["loss"]) and out["loss"].dtype == torch.float32
     assert model.num_params() == sum(p.numel() for p in model.parameters()) > 0
-    assert model.generate([b"hi"], max_words=2) is not None
+    out = model.generate([b"hi"], max_words=2)
+    assert isinstance(out, list) and len(out) == 2
+    assert all(isinstance(w, bytes) and len(w) <= L for w in out)
+    assert model.generate([b"hi"], max_words=2) == out  # greedy: deterministic in bf16 too
 
 
 # ---- pooling variants, bucketed layout, cached generation, scorer counts, FLOPs --------------------
@@ -229,7 +232,6 @@ def test_fast_layouts_equal_padded(variant, layout):
 def test_packed_fast_path_on_cuda_equals_padded(variant):
     batch = [t.cuda() for t in random_batch()]
     fast, ref = make_model(layout="packed", **variant).cuda(), make_model(layout="padded", **variant).cuda()
-    assert fast.layout_for(batch[0]) == "packed"
     a, b = fast(*batch, details=True), ref(*batch, details=True)
     torch.testing.assert_close(a["nll_sum"], b["nll_sum"], atol=1e-3, rtol=1e-4)
     assert torch.equal(a["word_hits"], b["word_hits"])
@@ -237,10 +239,6 @@ def test_packed_fast_path_on_cuda_equals_padded(variant):
     b["loss"].backward()
     for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=name)
-
-
-def test_default_layout_is_packed():
-    assert make_model().cfg.layout == "packed" and make_model().layout_for(torch.zeros(1)) == "packed"
 
 
 @pytest.mark.parametrize("variant", VARIANTS[1:], ids=["cls3", "latent"])

@@ -1,0 +1,84 @@
+"""Skipping bad updates (pretrain/training/update_guard.py): non-finite values always, outliers only against
+enough history; the state survives a checkpoint."""
+import math
+
+import pytest
+import torch
+
+from pretrain.training.update_guard import GuardedAdamW, StepGate, UpdateGuard
+
+
+def test_update_guard_skips_outliers_only_after_history():
+    guard = UpdateGuard(skip_nonfinite=True, outlier_sigma=6.0, window=50, min_history=5)
+    assert guard.reason_to_skip(100.0, 1.0) is None  # no history yet: a high early loss is normal
+    for loss in (3.0, 3.1, 2.9, 3.0, 3.05, 2.95):
+        guard.record(loss, 1.0 + loss / 100, skipped=False)
+    assert guard.reason_to_skip(3.2, 1.03) is None
+    assert guard.reason_to_skip(9.0, 1.03) == "outlier_loss"
+    assert guard.reason_to_skip(3.0, 50.0) == "outlier_grad_norm"
+    assert guard.reason_to_skip(float("nan"), 1.0) == "nonfinite_loss"
+    assert guard.reason_to_skip(3.0, float("inf")) == "nonfinite_grad_norm"
+    assert guard.reason_to_skip(3.0, None) is None  # no norm known: judged on the loss alone
+    guard.record(9.0, 1.0, skipped=True)
+    guard.record(9.0, 1.0, skipped=True)
+    assert (guard.consecutive, guard.total) == (2, 2)
+    assert len(guard.losses) == 6  # skipped updates never enter the history
+    restored = UpdateGuard(True, 6.0, 50, 5)
+    restored.load_state_dict(guard.state_dict())
+    assert restored.state_dict() == guard.state_dict()
+    assert restored.state_dict()["losses"] == [3.0, 3.1, 2.9, 3.0, 3.05, 2.95]
+
+
+def test_threshold_is_mean_plus_sigma_std_with_a_floor():
+    guard = UpdateGuard(True, outlier_sigma=2.0, window=4, min_history=2)
+    for loss in (1.0, 3.0):  # mean 2, std 1: threshold 4
+        guard.record(loss, None, skipped=False)
+    assert guard.reason_to_skip(3.99, None) is None and guard.reason_to_skip(4.01, None) == "outlier_loss"
+    flat = UpdateGuard(True, outlier_sigma=2.0, window=4, min_history=2)
+    for _ in range(3):
+        flat.record(5.0, None, skipped=False)  # std 0: the floor is 1e-3 of the mean
+    assert flat.reason_to_skip(5.0 + 0.0099, None) is None and flat.reason_to_skip(5.0 + 0.0101, None) == "outlier_loss"
+
+
+def test_window_forgets_old_steps_and_a_success_resets_the_streak():
+    guard = UpdateGuard(True, outlier_sigma=3.0, window=3, min_history=3)
+    for loss in (100.0, 1.0, 1.0, 1.0):
+        guard.record(loss, 1.0, skipped=False)
+    assert list(guard.losses) == [1.0, 1.0, 1.0]
+    assert guard.reason_to_skip(2.0, 1.0) == "outlier_loss"  # the early 100 no longer widens the spread
+    guard.record(2.0, 1.0, skipped=True)
+    guard.record(1.0, 1.0, skipped=False)
+    assert (guard.consecutive, guard.total) == (0, 1)
+
+
+def test_switches_turn_checks_off():
+    lenient = UpdateGuard(skip_nonfinite=False, outlier_sigma=0.0, window=10, min_history=1)
+    lenient.record(1.0, 1.0, skipped=False)
+    assert lenient.reason_to_skip(float("nan"), 1.0) is None
+    assert lenient.reason_to_skip(1e9, float("inf")) is None
+
+
+def test_gated_optimizer_applies_only_allowed_updates():
+    guard = UpdateGuard(True, 6.0, 10, 5)
+    param = torch.nn.Parameter(torch.ones(3))
+    opt = GuardedAdamW([param], lr=0.1)
+    norms = iter([1.0, math.inf])
+    opt.gate = StepGate(guard, lambda: next(norms))
+
+    param.grad = torch.ones(3)
+    opt.gate.arm(2.0)
+    opt.step()
+    assert opt.gate.verdict() == (None, 1.0)
+    after_first = param.detach().clone()
+    assert not torch.equal(after_first, torch.ones(3))
+
+    opt.gate.arm(2.0)
+    opt.step()
+    assert opt.gate.verdict() == ("nonfinite_grad_norm", math.inf)
+    assert torch.equal(param.detach(), after_first)  # skipped: the weights did not move
+
+    opt.gate.arm(float("nan"))  # DeepSpeed skipped the step without asking: a skip all the same
+    reason, norm = opt.gate.verdict()
+    assert reason == "nonfinite_loss" and math.isnan(norm)
+    opt.gate.arm(2.0)
+    assert opt.gate.verdict()[0] == "nonfinite_grad_norm"
