@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from schema import TOKENIZER_OF, DataConfig, StackConfig, Strict, TrainConfig, load_yaml
+from schema import DataConfig, StackConfig, Strict, TrainConfig, load_yaml
 
 MODEL_KINDS = ("word_pooled", "bytes", "bpe")  # each reads data.tokenizer TOKENIZER_OF[kind]
 

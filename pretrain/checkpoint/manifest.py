@@ -11,10 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-# the names and the one atomic write live in the run-directory module; re-exported for the checkpoint code
-from pretrain.run_dir import (COMPLETE, MANIFEST, TMP_PREFIX, fsync_dir, published, step_of,  # noqa: F401
-                              tag_for, tmp_tag_for, write_json_atomic)
-from pretrain.run_dir import write_atomic as atomic_write  # noqa: F401
+from pretrain.run_dir import COMPLETE, MANIFEST, TMP_PREFIX, published, step_of, write_json_atomic
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:

@@ -25,9 +25,9 @@ import torch
 import torch.distributed as dist
 
 from pretrain.checkpoint import manifest as files
+from pretrain.run_dir import (COMPLETE, CONFIG, FAILURES, LATEST, corrupt_name, fsync_dir, published,
+                              rng_file, step_of, tag_for, tmp_tag_for, write_atomic, write_json_atomic)
 from schema import fault_plan
-from pretrain.checkpoint.manifest import COMPLETE, atomic_write, published, tag_for  # noqa: F401 (re-exported)
-from pretrain.run_dir import CONFIG, FAILURES, LATEST, corrupt_name, rng_file, tmp_tag_for, write_json_atomic
 
 
 class CheckpointSaveError(RuntimeError):
@@ -115,8 +115,8 @@ def save(engine, root: Path, step: int, state: dict[str, Any], config: dict[str,
             error = exc
         else:  # published: what follows is bookkeeping, and its failure must not disown the checkpoint
             try:
-                files.fsync_dir(root)
-                atomic_write(root / LATEST, tag)
+                fsync_dir(root)
+                write_atomic(root / LATEST, tag)
             except OSError as exc:
                 print(f"warning: checkpoint {final} is published but {root / LATEST} was not updated: {exc}",
                       file=sys.stderr, flush=True)
@@ -161,7 +161,7 @@ def select_for_resume(root: Path, mode: str = "sha256", report=print, max_step: 
     one before it is tried. Checkpoints exist but none verifies: an error, never a silent fresh start."""
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    candidates = [p for p in published(root) if max_step is None or files.step_of(p) <= max_step]
+    candidates = [p for p in published(root) if max_step is None or step_of(p) <= max_step]
     if distributed:
         candidates = _from_rank0(candidates)
     rejected = []

@@ -49,7 +49,6 @@ import numpy as np
 from data_pipeline.segment import _LONG_DIGIT_RUN, UNCAPPED, _splitter, split_words
 from data_pipeline.shard_format import BYTE_EOD
 from data_pipeline.shard_format import shard_config as data_config
-from data_pipeline.shard_format import starts_document as sample_starts_at_document  # noqa: F401  (re-exported)
 
 TokenTable = Sequence["bytes | None"]  # token id -> its text bytes; None for end-of-document
 _DIGIT = re.compile(rb"[0-9]")

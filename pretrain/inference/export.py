@@ -47,7 +47,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise FileNotFoundError(f"no complete checkpoint in {path} (looked in {path}/checkpoints and {path})")
 
 
-sha256_file = sha256_of  # the checkpoint manifests' checksum, under the name export's readers know
 
 
 def load_checkpoint(folder: str | Path) -> tuple[torch.nn.Module, WordpoolConfig, dict[str, Any]]:
@@ -114,7 +113,7 @@ def export_checkpoint(checkpoint_folder: str | Path, out_dir: str | Path, force:
             "step": step,
             "parameters": n_params,
             "weights_file": WEIGHTS,
-            "sha256": sha256_file(tmp / WEIGHTS),
+            "sha256": sha256_of(tmp / WEIGHTS),
         }
         (tmp / CONFIG).write_text(json.dumps({**raw_config, EXPORT_KEY: export_block}, indent=1) + "\n")
         _replace_dir(tmp, out_dir, force)
@@ -158,7 +157,7 @@ def load_exported(out_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Mo
     if not is_export(out_dir):
         raise FileNotFoundError(f"{out_dir} is not a wordpool export (needs {WEIGHTS} and {CONFIG})")
     cfg, export_block = read_export_config(out_dir)
-    actual = sha256_file(out_dir / WEIGHTS)
+    actual = sha256_of(out_dir / WEIGHTS)
     if actual != export_block.get("sha256"):
         raise ValueError(f"{out_dir / WEIGHTS}: sha256 {actual} does not match config.json's "
                          f"{export_block.get('sha256')} (corrupt or replaced weights)")

@@ -9,7 +9,8 @@ import torch
 
 from schema import WordpoolConfig
 from pretrain.checkpoint import store as checkpoint
-from pretrain.training.loader import make_loader, sample_encoder, shard_meta, split_has_samples
+from data_pipeline.shard_format import shard_config
+from pretrain.training.loader import make_loader, sample_encoder, split_has_samples
 from pretrain.evaluation.validation import WordScorer, evaluate
 from pretrain.inference.export import is_export, load_checkpoint, load_exported, read_export_config
 from pretrain.models.word_pooled import WordPooledLM
@@ -38,7 +39,7 @@ def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches
     (the watcher keeps its own log: its records must not replace the trainer's eval of the same step)."""
     model, cfg = loaded or load_model(folder)
     data_dir = data_dir or cfg.data.output
-    meta = shard_meta(data_dir)
+    meta = shard_config(data_dir)
     if not split_has_samples(Path(data_dir) / "val"):
         raise ValueError(f"{data_dir}/val holds no samples: nothing to evaluate (raise data.val_fraction)")
     _, loader = make_loader(str(Path(data_dir) / "val"), sample_encoder(data_dir, cfg.model.max_word_bytes),

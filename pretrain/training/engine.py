@@ -6,7 +6,7 @@ import math
 import torch
 
 from schema import TOKENIZER_OF, WordpoolConfig
-from pretrain.training.loader import shard_meta
+from data_pipeline.shard_format import shard_config
 from pretrain.training.update_guard import GuardedAdamW
 from pretrain.models.layers import set_activation_checkpointing
 from pretrain.models import build_model
@@ -75,7 +75,7 @@ def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
     """The settings the shards in data.output were prepared with (their stats.json), checked against the
     config; a baseline's vocab_size is filled in from them."""
     data_dir = cfg.data.output
-    meta = shard_meta(data_dir)
+    meta = shard_config(data_dir)
     kind, tokenizer = cfg.model.kind, meta.get("tokenizer", "words")
     if tokenizer != TOKENIZER_OF[kind] or meta.get("packing", "fixed") != "fixed":
         raise ValueError(f"shards in {data_dir} hold data.tokenizer={tokenizer} / data.packing="

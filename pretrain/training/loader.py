@@ -21,7 +21,7 @@ import torch
 from streaming import StreamingDataLoader, StreamingDataset
 
 from data_pipeline.reader import streaming_prefix_lock
-from data_pipeline.shard_format import shard_config as shard_meta  # noqa: F401  (the name callers import)
+from data_pipeline.shard_format import shard_config
 from data_pipeline.shard_format import starts_document
 from pretrain.models.word_pooled import EOD, PAD
 from pretrain.models.token_lm import PAD_TOKEN
@@ -72,7 +72,7 @@ def encode_token_sample(sample: dict, tokens_per_sample: int, token_bytes: np.nd
 
 def sample_encoder(data_dir: str | Path, max_word_bytes: int | None = None) -> Callable[[dict], dict]:
     """The encoder for the shards in data_dir (picklable, for DataLoader workers)."""
-    meta = shard_meta(data_dir)
+    meta = shard_config(data_dir)
     if meta.get("tokenizer", "words") == "words":
         return functools.partial(encode_sample, words_per_sample=meta["words_per_sample"],
                                  max_word_bytes=max_word_bytes or meta["max_word_bytes"])

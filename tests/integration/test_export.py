@@ -43,7 +43,8 @@ def _batch(cfg, seed=0):
 
 def test_export_matches_the_deepspeed_checkpoint(zero3_run, exported):
     from pretrain.checkpoint import store as checkpoint
-    from pretrain.inference.export import load_exported, sha256_file
+    from pretrain.checkpoint.manifest import sha256_of
+    from pretrain.inference.export import load_exported
     from pretrain.models import build_model
 
     source = zero3_run / "checkpoints" / "step_00000002"
@@ -52,7 +53,7 @@ def test_export_matches_the_deepspeed_checkpoint(zero3_run, exported):
     assert config == checkpoint.load_config_dict(source)  # the run's full config, unchanged
     assert info["step"] == 2 and info["format_version"] == 1
     assert info["source_checkpoint"] == str(source.resolve())
-    assert info["sha256"] == sha256_file(exported / "model.safetensors")
+    assert info["sha256"] == sha256_of(exported / "model.safetensors")
 
     model, cfg = load_exported(exported)
     assert info["parameters"] == sum(p.numel() for p in model.parameters())

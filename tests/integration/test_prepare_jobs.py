@@ -1,12 +1,10 @@
 """The prepare job at corpus scale: three tokenizations, resumable units, change detection,
 dataset decomposition, word frequencies and plots."""
 import hashlib
-import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from schema import DataConfig

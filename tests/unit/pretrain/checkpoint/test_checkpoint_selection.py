@@ -4,12 +4,13 @@ import json
 
 import pytest
 
+from pretrain import run_dir
 from pretrain.checkpoint import manifest as files
-from pretrain.checkpoint.store import COMPLETE, LATEST, find_latest, resolve_resume, select_for_resume, verify
+from pretrain.checkpoint.store import find_latest, resolve_resume, select_for_resume, verify
 
 
 def make_checkpoint(root, step, complete=True, with_manifest=True, payload=b"weights"):
-    folder = root / files.tag_for(step)
+    folder = root / run_dir.tag_for(step)
     (folder / "sub").mkdir(parents=True)
     (folder / "mp_rank_00_model_states.pt").write_bytes(payload * (step + 1))
     (folder / "sub" / "rng_rank00000.pt").write_bytes(b"rng%d" % step)
@@ -17,7 +18,7 @@ def make_checkpoint(root, step, complete=True, with_manifest=True, payload=b"wei
         names = files.payload_files(folder)
         files.write_manifest(folder, step, 1, files.describe_files(folder, names))
     if complete:
-        (folder / COMPLETE).write_text(json.dumps({"step": step, "world_size": 1}))
+        (folder / run_dir.COMPLETE).write_text(json.dumps({"step": step, "world_size": 1}))
     return folder
 
 
@@ -25,7 +26,7 @@ def test_checkpoint_selection_skips_incomplete(tmp_path):
     root = tmp_path / "checkpoints"
     for step, complete in ((2, True), (4, True), (6, False)):
         make_checkpoint(root, step, complete)
-    (root / LATEST).write_text("step_00000006")  # the pointer names a checkpoint a rank never finished
+    (root / run_dir.LATEST).write_text("step_00000006")  # the pointer names a checkpoint a rank never finished
     assert find_latest(root) == root / "step_00000004"
     assert resolve_resume("auto", root) == root / "step_00000004"
     assert resolve_resume(str(root / "step_00000002"), root) == root / "step_00000002"
@@ -85,23 +86,23 @@ def test_select_for_resume_refuses_to_start_over_when_none_verifies(tmp_path):
 
 def test_retention_keeps_last_k_and_permanent(tmp_path):
     for step in range(1, 11):
-        folder = tmp_path / files.tag_for(step)
+        folder = tmp_path / run_dir.tag_for(step)
         folder.mkdir()
-        (folder / files.COMPLETE).write_text("{}")
-    (tmp_path / "step_00000012").mkdir()  # unpublished (no COMPLETE): neither counted nor deleted
+        (folder / run_dir.COMPLETE).write_text("{}")
+    (tmp_path / "step_00000012").mkdir()  # unpublished (no run_dir.COMPLETE): neither counted nor deleted
     (tmp_path / ".tmp-step_00000011").mkdir()  # a save a crash interrupted
     deleted = files.apply_retention(tmp_path, keep_last=2, keep_every=4)
-    assert [files.step_of(p) for p in deleted] == [1, 2, 3, 5, 6, 7]
-    assert [files.step_of(p) for p in files.published(tmp_path)] == [4, 8, 9, 10]
+    assert [run_dir.step_of(p) for p in deleted] == [1, 2, 3, 5, 6, 7]
+    assert [run_dir.step_of(p) for p in run_dir.published(tmp_path)] == [4, 8, 9, 10]
     assert (tmp_path / "step_00000012").is_dir()
     assert files.remove_stale_temporaries(tmp_path) == [".tmp-step_00000011"]
     assert files.remove_stale_temporaries(tmp_path) == []
     assert files.apply_retention(tmp_path, keep_last=1, keep_every=None) == [tmp_path / f"step_0000000{s}"
                                                                             for s in (4, 8, 9)]
-    assert [p.name for p in files.published(tmp_path)] == ["step_00000010"]
+    assert [p.name for p in run_dir.published(tmp_path)] == ["step_00000010"]
 
 
 def test_checkpoint_names():
-    assert files.tag_for(12) == "step_00000012" and files.tmp_tag_for(12) == ".tmp-step_00000012"
-    assert files.step_of("/x/step_00000012") == 12
-    assert files.step_of(".tmp-step_00000012") is None and files.step_of("corrupt-step_00000012") is None
+    assert run_dir.tag_for(12) == "step_00000012" and run_dir.tmp_tag_for(12) == ".tmp-step_00000012"
+    assert run_dir.step_of("/x/step_00000012") == 12
+    assert run_dir.step_of(".tmp-step_00000012") is None and run_dir.step_of("corrupt-step_00000012") is None

@@ -14,8 +14,9 @@ from schema import DataConfig
 from texts import CHINESE, write_text
 from data_pipeline.reader import iter_samples, rebuild_documents
 from data_pipeline.stats import WORD_FREQ_FILE, read_word_freq
+from data_pipeline.shard_format import starts_document
 from pretrain.evaluation.word_scoring import (BucketCounts, FrequencyBuckets, bpe_byte_table, data_config,
-                                   sample_starts_at_document, score_token_predictions, token_byte_table)
+                                   score_token_predictions, token_byte_table)
 
 BYTES = [bytes([i]) for i in range(256)] + [None]
 EOD = 256
@@ -254,7 +255,7 @@ def test_true_predictions_score_every_word_correct_on_shards(prepared, tokenizer
     scored, mid_document = 0, 0
     for sample in _samples(root):
         tokens = np.asarray(sample["tokens"]).astype(np.int64)
-        starts = sample_starts_at_document(sample["docs"])
+        starts = starts_document(sample["docs"])
         mid_document += not starts
         result = score_token_predictions(tokens, tokens[1:], table, starts, cfg["max_word_bytes"],
                                          cfg["split_digits"])

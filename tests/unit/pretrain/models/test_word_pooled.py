@@ -302,8 +302,6 @@ def test_word_scorer_counts_hand_made_predictions(monkeypatch):
 def test_flop_counter_matches_torch_for_the_matmuls():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pretrain.models import flops
-
     # W words of 4 bytes, no EOD: buckets are exact, so no padded position is computed
     samples = [[b" w%02d" % i for i in range(W)], [b"x%03d" % i for i in range(W)]]
     words, lens, text = batch_from(samples)

@@ -2,7 +2,6 @@
 enough history; the state survives a checkpoint."""
 import math
 
-import pytest
 import torch
 
 from pretrain.training.update_guard import GuardedAdamW, StepGate, UpdateGuard
