@@ -149,7 +149,9 @@ def test_elastic_resume_two_one_two_processes(shards, reference, tmp_path):
     for step in range(1, STEPS + 1):
         assert got[step]["data_digest"] == reference[step]["data_digest"], f"step {step}: other samples"
         assert got[step]["samples"] == reference[step]["samples"] == step * 16
-        assert got[step]["loss"] == pytest.approx(reference[step]["loss"], rel=1e-5), f"step {step}"
+        # 1 process x 4 micro-batches sums the gradients in another order than 2 x 2: fp32 drift grows to
+        # ~1e-5 by step 8 on the built-in corpus; a wrong sample, LR or optimizer state moves it by ~1e-2
+        assert got[step]["loss"] == pytest.approx(reference[step]["loss"], rel=1e-4), f"step {step}"
 
 
 @pytest.fixture
