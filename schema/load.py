@@ -5,6 +5,7 @@ before anything heavy (Ray, torch) is imported.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,22 @@ def validate(raw: dict[str, Any], source: str, schema: type[Strict] = WordpoolCo
     except ValidationError as exc:
         lines = [f"invalid {what} {source}:"] + [f"  {_describe(e)}" for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
+
+
+def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config saved in a checkpoint or an export by an older wordpool, in today's keys: train.data_dir
+    becomes data.output, and the model's own word size and sequence length become the data keys they are
+    derived from now, so the saved model is rebuilt exactly as it was trained. Today's configs pass unchanged."""
+    raw = copy.deepcopy(raw)
+    data, train, model = raw.setdefault("data", {}), raw.get("train", {}), raw.get("model", {})
+    if "data_dir" in train:
+        data["output"] = train.pop("data_dir")
+    if "max_word_bytes" in model:
+        data["max_word_bytes"] = model["max_word_bytes"]
+    if "max_words" in model:
+        data["words_per_sample" if model.get("kind", "word_pooled") == "word_pooled" else "tokens_per_sample"] = \
+            model["max_words"]
+    return raw
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

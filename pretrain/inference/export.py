@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from schema import WordpoolConfig, validate
+from schema.load import upgrade_saved
 from pretrain.checkpoint import store as checkpoint
 from pretrain.checkpoint.manifest import sha256_of
 from pretrain.run_dir import STEP_PREFIX, RunDir
@@ -56,7 +57,7 @@ def load_checkpoint(folder: str | Path) -> tuple[torch.nn.Module, WordpoolConfig
 
     folder = Path(folder)
     raw_config = checkpoint.load_config_dict(folder)
-    cfg = validate(raw_config, str(folder / checkpoint.CONFIG))
+    cfg = validate(upgrade_saved(raw_config), str(folder / checkpoint.CONFIG))
     # DeepSpeed's consolidation narrates every shard
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         weights = checkpoint.load_module_weights(folder)
@@ -144,7 +145,7 @@ def read_export_config(out_dir: str | Path) -> tuple[WordpoolConfig, dict[str, A
     if export_block.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: export format_version {export_block.get('format_version')!r}, "
                          f"this wordpool reads {FORMAT_VERSION}")
-    return validate(raw, str(path)), export_block
+    return validate(upgrade_saved(raw), str(path)), export_block
 
 
 def load_exported(out_dir: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, WordpoolConfig]:

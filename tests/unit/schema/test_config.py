@@ -51,3 +51,21 @@ def test_every_shipped_config_validates_and_the_1b_config_is_1b():
     with torch.device("meta"):  # no memory: only shapes
         params = build_model(cfg.model).num_params()
     assert 0.95e9 < params < 1.2e9, params
+
+
+def test_configs_saved_by_older_checkpoints_still_load():
+    """Checkpoints and exports written before the data section held the one copy of each fact kept
+    train.data_dir and the model's own sizes; they load as trained, and today's dumps pass unchanged."""
+    from schema import validate
+    from schema.load import upgrade_saved
+
+    old = {"data": {"max_word_bytes": 32, "words_per_sample": 256}, "train": {"data_dir": "data/x"},
+           "model": {"kind": "word_pooled", "max_word_bytes": 16, "max_words": 64}}
+    with pytest.raises(ConfigError, match="train.data_dir: unknown key"):
+        validate(old, "old")
+    cfg = validate(upgrade_saved(old), "old")
+    assert (cfg.data.output, cfg.model.max_word_bytes, cfg.model.max_words) == ("data/x", 16, 64)
+    old_bpe = {"train": {"data_dir": "d"}, "model": {"kind": "bpe", "max_words": 256}}
+    assert validate(upgrade_saved(old_bpe), "old").model.max_words == 256
+    today = load_config(None, ["data.max_word_bytes=24"]).model_dump()
+    assert upgrade_saved(today) == today
