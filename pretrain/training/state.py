@@ -45,9 +45,6 @@ class Totals:
         self.names = tuple(names)
         self.values = torch.zeros(len(self.names), dtype=torch.float64)
 
-    def add(self, name: str, value: float) -> None:
-        self.values[self.names.index(name)] += value
-
     def set(self, name: str, value: float) -> None:
         self.values[self.names.index(name)] = value
 
