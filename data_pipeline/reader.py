@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -45,6 +46,29 @@ def streaming_prefix_lock():
             handle.close()  # releases the lock
 
 
+def node_cache(dataset_dir: str | Path) -> Path:
+    """Where this node keeps its working copy of an MDS dataset folder.
+
+    StreamingDataset decompresses each shard next to its `local` copy. Pointed at a shared data folder,
+    two nodes would decompress the same shard into the same `.tmp` file at once (a race that corrupts
+    reads) and write into a folder that may be read-only; so the shared folder is the `remote` and each
+    node works in its own cache. The key includes index.json's content: shards prepared again under the
+    same path never meet an old copy. WORDPOOL_SHARD_CACHE moves the cache (default: TMPDIR)."""
+    folder = Path(dataset_dir).resolve()
+    index = folder / "index.json"
+    digest = hashlib.sha256(str(folder).encode() + b"\0" + index.read_bytes()).hexdigest()[:16]
+    root = Path(os.environ.get("WORDPOOL_SHARD_CACHE") or Path(tempfile.gettempdir()) / "wordpool-shards")
+    return root / f"{folder.name}-{digest}"
+
+
+def open_dataset(dataset_dir: str | Path, dataset_class=None, **kwargs):
+    """A StreamingDataset over one MDS dataset folder, read through this node's cache (node_cache).
+    Collective when distributed (streaming_prefix_lock)."""
+    dataset_class = dataset_class or StreamingDataset
+    with streaming_prefix_lock():
+        return dataset_class(remote=str(Path(dataset_dir).resolve()), local=str(node_cache(dataset_dir)), **kwargs)
+
+
 def dataset_dirs(root: str | Path, split: str) -> list[Path]:
     """The split's MDS datasets: the split folder itself, or one per length bucket (decomposition)."""
     base = Path(root) / split
@@ -59,8 +83,7 @@ def iter_samples(dataset_dir: str | Path) -> Iterator[dict]:
         raise FileNotFoundError(f"no index.json in {dataset_dir}: not a finished prepare output")
     if not json.loads(index.read_text())["shards"]:
         return  # an empty split (e.g. no document drew val) is valid; StreamingDataset refuses it
-    with streaming_prefix_lock():
-        dataset = StreamingDataset(local=str(dataset_dir), shuffle=False, batch_size=1)
+    dataset = open_dataset(dataset_dir, shuffle=False, batch_size=1)
     for i in range(dataset.num_samples):
         yield dataset[i]
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from streaming import StreamingDataLoader, StreamingDataset
 
-from data_pipeline.reader import streaming_prefix_lock
+from data_pipeline.reader import open_dataset
 from data_pipeline.shard_format import shard_config
 from data_pipeline.shard_format import starts_document
 from pretrain.models.word_pooled import EOD, PAD
@@ -86,8 +86,8 @@ def sample_encoder(data_dir: str | Path, max_word_bytes: int | None = None) -> C
 class Shards(StreamingDataset):
     """StreamingDataset yielding model-ready tensors (`encode` turns one MDS sample into them)."""
 
-    def __init__(self, local: str, encode: Callable[[dict], dict], **kwargs):
-        super().__init__(local=local, **kwargs)
+    def __init__(self, encode: Callable[[dict], dict], **kwargs):
+        super().__init__(**kwargs)
         self.encode = encode
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
@@ -120,9 +120,8 @@ def make_loader(split_dir: str, encode: Callable[[dict], dict], micro_batch_size
     """Collective when distributed (see streaming_prefix_lock)."""
     if not (Path(split_dir) / "index.json").is_file():
         raise FileNotFoundError(f"no shards in {split_dir} (index.json missing)")
-    with streaming_prefix_lock():
-        dataset = Shards(split_dir, encode, shuffle=shuffle, shuffle_seed=seed, batch_size=micro_batch_size,
-                         num_canonical_nodes=num_canonical_nodes)
+    dataset = open_dataset(split_dir, Shards, encode=encode, shuffle=shuffle, shuffle_seed=seed,
+                           batch_size=micro_batch_size, num_canonical_nodes=num_canonical_nodes)
     loader = StreamingDataLoader(dataset, batch_size=micro_batch_size, num_workers=num_workers,
                                  drop_last=drop_last, persistent_workers=False)
     return dataset, loader
