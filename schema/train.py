@@ -53,11 +53,15 @@ class FaultConfig(Strict):
     max_restarts: int = Field(3, ge=0, description="worker-group restarts from the newest checkpoint before the "
                                                    "job stops (`wordpool launch`)")
     skip_nonfinite: bool = Field(True, description="skip the update of a step whose loss or grad norm is inf/NaN")
-    outlier_sigma: float = Field(6.0, ge=0, description="skip a step whose loss or grad norm exceeds the recent "
-                                                       "mean by this many standard deviations; 0 disables")
+    outlier_sigma: float = Field(6.0, ge=0, description="an outlier exceeds the recent mean by this many standard "
+                                                       "deviations; 0 disables the outlier test")
+    outlier_rule: Literal["loss_and_grad_norm", "loss_or_grad_norm"] = Field(
+        "loss_and_grad_norm", description="skip a spike: loss and grad norm both outliers (default), or either one")
     outlier_window: int = Field(50, ge=5, description="recent steps the outlier test compares against")
-    outlier_min_history: int = Field(20, ge=3, description="steps seen before the outlier test starts")
-    max_consecutive_skips: int = Field(3, ge=1, description="then roll back to the newest checkpoint")
+    outlier_min_history: int = Field(20, ge=3, description="steps seen before the outlier test starts (and never "
+                                                           "during train.warmup_steps)")
+    max_consecutive_skips: int = Field(3, ge=1, description="then roll back to the newest checkpoint (none yet: "
+                                                            "a logged warning, and training goes on)")
     max_rollbacks: int = Field(3, ge=0, description="rollbacks in one attempt before the job stops with a report")
     init_timeout_s: float = Field(900.0, gt=0, description="hang detection: the longest start-up or first steps")
     step_timeout_s: float = Field(300.0, gt=0, description="hang detection: the longest step after the first ones")

@@ -36,6 +36,10 @@ def results_table(results: dict) -> list[str]:
     rows = []
     for kind, m in results["models"].items():
         s = m["summary"]
+        if not m["runs"]:
+            rows.append([MODEL_NAMES[kind], f"{m['params']:,}", f"{m['steps']:,}"] + ["every run failed"]
+                        + ["-"] * (len(header) - 4))
+            continue
         text_bytes = sum(r["train_text_bytes"] for r in m["runs"]) / len(m["runs"])
         rows.append([MODEL_NAMES[kind], f"{m['params']:,}", f"{m['steps']:,}", f"{s['train_flops']['mean']:.3g}",
                      f"{text_bytes:,.0f}", f"{m['best_lr']:g}", _pm(s["val_bpb"]), _pm(s["val_word_acc"])]
@@ -43,11 +47,17 @@ def results_table(results: dict) -> list[str]:
     return _table(header, rows)
 
 
+def _metric(row: dict, key: str) -> str:
+    return f"{row[key]:.4f}" if row.get(key) is not None else "-"
+
+
 def sweep_table(results: dict) -> list[str]:
-    rows = [[MODEL_NAMES[kind], f"{row['lr']:g}", f"{row['val_bpb']:.4f}", f"{row['val_word_acc']:.4f}",
-             "yes" if row["lr"] == m["best_lr"] else ""]
+    rows = [[MODEL_NAMES[kind], f"{row['lr']:g}", _metric(row, "val_bpb"), _metric(row, "val_word_acc"),
+             f"{row.get('skipped_steps', 0)}", f"failed: {row['failed']}" if row.get("failed")
+             else "yes" if row["lr"] == m["best_lr"] else ""]
             for kind, m in results["models"].items() for row in m["sweep"]]
-    return _table(["model", "LR", "val bits/byte (seed 0)", "next-word acc (seed 0)", "chosen"], rows)
+    return _table(["model", "LR", "val bits/byte (seed 0)", "next-word acc (seed 0)", "skipped updates",
+                   "chosen"], rows)
 
 
 def data_table(results: dict) -> list[str]:
@@ -71,9 +81,13 @@ def per_seed_table(results: dict) -> list[str]:
             wall = f"{r['train_wall_seconds']:.0f}" if r.get("train_wall_seconds") else "-"
             rows.append([MODEL_NAMES[kind], f"{r['seed']}", f"{r['lr']:g}", f"{r['val_bpb']:.4f}",
                          f"{r['val_word_acc']:.4f}", f"{r['val_words']:,.0f}", f"{r['train_flops']:.3g}",
-                         f"{r['bytes_per_s']:,.0f}", wall])
+                         f"{r['bytes_per_s']:,.0f}", wall, f"{r.get('skipped_steps', 0)}"])
+        for f in m.get("failed_runs", []):
+            if f["seed"]:  # seed 0's failures are in the sweep table
+                rows.append([MODEL_NAMES[kind], f"{f['seed']}", f"{f['lr']:g}", f"failed: {f['reason']}"]
+                            + ["-"] * 5 + [f"{f['skipped_steps']}"])
     return _table(["model", "seed", "LR", "val bits/byte", "next-word acc", "val words", "train FLOPs",
-                   "text bytes/s", "wall s"], rows)
+                   "text bytes/s", "wall s", "skipped updates"], rows)
 
 
 def plot_curves(results: dict, path: Path) -> None:

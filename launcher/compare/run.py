@@ -167,6 +167,10 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+class RunFailed(RuntimeError):
+    """A run's `wordpool train` failed: a result of the sweep (a diverging LR) as often as a bug."""
+
+
 def _cli(args: list[str], log: Path, env: dict[str, str]) -> None:
     with open(log, "a") as f:
         f.write(f"$ wordpool {' '.join(args)}\n")
@@ -174,7 +178,19 @@ def _cli(args: list[str], log: Path, env: dict[str, str]) -> None:
         code = subprocess.call([sys.executable, "-m", "launcher.cli", *args], stdout=f, stderr=subprocess.STDOUT,
                                env=env)
     if code != 0:
-        raise RuntimeError(f"`wordpool {' '.join(args)}` failed with exit code {code}; see {log}")
+        raise RunFailed(_error_line(log) or f"`wordpool {' '.join(args)}` failed with exit code {code}")
+
+
+def _error_line(log: Path) -> str | None:
+    """The last `error:` line `wordpool train` printed (its one-line account of a failure)."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if " error: " in line]
+    return lines[-1].split(" error: ", 1)[1] if lines else None
+
+
+def skipped_steps(run_dir: Path) -> int:
+    """Updates the run's guard skipped (the last train record's running total; 0 if it logged none)."""
+    train = [r for r in read_jsonl(RunDir(run_dir).metrics) if r["kind"] == "train"]
+    return int(train[-1].get("skipped_steps", 0)) if train else 0
 
 
 _EVAL_LOCK = threading.Lock()
@@ -194,8 +210,14 @@ def execute(run: Run, cfg: CompareConfig, env: dict[str, str], say) -> dict:
     start = time.perf_counter()
     if _final_checkpoint(run) is None:
         say(f"train: {run.label}, {run.steps} steps")
-        _cli(["train", "--config", str(saved), "--nproc", str(cfg.nproc), "--resume", "auto"], log,
-             _single_rank_env(env) if cfg.nproc == 1 else env)
+        try:
+            _cli(["train", "--config", str(saved), "--nproc", str(cfg.nproc), "--resume", "auto"], log,
+                 _single_rank_env(env) if cfg.nproc == 1 else env)
+        except RunFailed as exc:  # recorded, and the other runs go on; a rerun keeps the verdict
+            failed = {"failed": str(exc), "skipped_steps": skipped_steps(run.run_dir), "log": str(log)}
+            write_json_atomic(done, failed)
+            say(f"failed: {run.label}: {exc} (see {log}; remove {run.run_dir} to run it again)")
+            return failed
     train_seconds = time.perf_counter() - start
     checkpoint = _final_checkpoint(run)
     if checkpoint is None:
@@ -207,6 +229,7 @@ def execute(run: Run, cfg: CompareConfig, env: dict[str, str], say) -> dict:
     with _EVAL_LOCK:
         final = eval_checkpoint(checkpoint, None, cfg.budget.final_eval_batches)
     final["train_wall_seconds"] = train_seconds
+    final["skipped_steps"] = skipped_steps(run.run_dir)
     write_json_atomic(done, final)  # whole or absent: it marks the run done
     say(f"finished: {run.label}: val bits/byte {final['val_bpb']:.4f}, next-word acc {final['val_word_acc']:.4f} "
         f"({time.perf_counter() - start:.0f} s)")
@@ -231,7 +254,7 @@ def run_summary(run: Run, final: dict) -> dict:
     metrics = {k: v for k, v in final.items() if k.startswith("val_")}
     return {
         "kind": run.kind, "lr": run.lr, "seed": run.seed, "steps": run.steps, "run_dir": str(run.run_dir),
-        **metrics,
+        **metrics, "skipped_steps": final.get("skipped_steps", 0),
         "train_flops": last.get("train_flops"), "train_text_bytes": last.get("train_text_bytes"),
         "bytes_per_s": statistics.median(r["bytes_per_s"] for r in timed) if timed else None,
         "flops_per_s": statistics.median(r["flops_per_s"] for r in timed) if timed else None,
@@ -295,8 +318,9 @@ def compare(cfg: CompareConfig, out: Path | None = None, log=print) -> dict:
     for kind in MODEL_KINDS:
         best[kind] = min(sweep[kind], key=lambda r: _bpb_or_inf(sweep_finals[id(r)]))
         say(f"{kind}: best lr {best[kind].lr:g}")
+    # a model whose every LR failed has no best LR to repeat
     seed_runs = [make_run(cfg, plan[k]["base"], k, best[k].lr, seed, plan[k]["steps"], runs_dir)
-                 for k in MODEL_KINDS for seed in range(1, cfg.seeds)]
+                 for k in MODEL_KINDS for seed in range(1, cfg.seeds) if "failed" not in sweep_finals[id(best[k])]]
     if seed_runs:
         say(f"seeds: {len(seed_runs)} runs with the best LRs")
     seed_finals = execute_all(seed_runs, cfg, say)
@@ -305,13 +329,18 @@ def compare(cfg: CompareConfig, out: Path | None = None, log=print) -> dict:
     for kind in MODEL_KINDS:
         chosen = [best[kind]] + [r for r in seed_runs if r.kind == kind]
         finals = [sweep_finals[id(best[kind])]] + [f for r, f in zip(seed_runs, seed_finals) if r.kind == kind]
-        runs = [run_summary(r, f) for r, f in zip(chosen, finals)]
+        runs = [run_summary(r, f) for r, f in zip(chosen, finals) if "failed" not in f]
+        failed = [{"lr": r.lr, "seed": r.seed, "reason": f["failed"], "skipped_steps": f.get("skipped_steps", 0)}
+                  for r, f in [*zip(sweep[kind], [sweep_finals[id(r)] for r in sweep[kind]]),
+                               *zip(chosen[1:], finals[1:])] if "failed" in f]
         models[kind] = {
             "params": plan[kind]["params"], "flops_per_step": plan[kind]["flops_per_step"],
             "steps": plan[kind]["steps"], "symbols_per_sample": per_sample[kind], "best_lr": best[kind].lr,
             "sweep": [{"lr": r.lr, "val_bpb": sweep_finals[id(r)].get("val_bpb"),
-                       "val_word_acc": sweep_finals[id(r)].get("val_word_acc")} for r in sweep[kind]],
-            "runs": runs,
+                       "val_word_acc": sweep_finals[id(r)].get("val_word_acc"),
+                       "skipped_steps": sweep_finals[id(r)].get("skipped_steps", 0),
+                       "failed": sweep_finals[id(r)].get("failed")} for r in sweep[kind]],
+            "runs": runs, "failed_runs": failed,
             "summary": {key: spread([r.get(key) for r in runs]) for key in SUMMARY_KEYS},
         }
     stat_keys = ("documents", "words", "tokens", "bytes", "bytes_per_word", "bytes_per_token")

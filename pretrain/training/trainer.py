@@ -174,19 +174,25 @@ class Trainer:
 
     def roll_back(self) -> None:
         """After too many skipped updates in a row: back to the newest good checkpoint. The data position
-        keeps going forward, so the batches that caused the trouble are not replayed."""
+        keeps going forward, so the batches that caused the trouble are not replayed. With no checkpoint
+        from before the streak, a warning is logged and training goes on."""
         step, streak = self.state.step, self.guard.consecutive
         self.watchdog.beat(step, "rollback")
         rollbacks = self.state.rollbacks + 1
         # skipped updates leave the weights alone: a checkpoint saved during the streak holds the same weights
         folder = checkpoint.select_for_resume(self.files.checkpoints, self.t.verify_checkpoints,
                                               max_step=step - streak)
-        if folder is None or rollbacks > self.fault.max_rollbacks:
-            why = (f"rollback {rollbacks} exceeds fault.max_rollbacks={self.fault.max_rollbacks}"
-                   if folder is not None else "there is no checkpoint from before them to roll back to")
+        if folder is None:  # skipped updates left the weights as they were: going on is safe
+            self.guard.consecutive = 0
+            if self.logger:
+                self.logger.log("rollback_unavailable", step, {"skipped_in_a_row": streak,
+                                                               "why": "no checkpoint from before the skips"})
+            return
+        if rollbacks > self.fault.max_rollbacks:
+            why = f"rollback {rollbacks} exceeds fault.max_rollbacks={self.fault.max_rollbacks}"
             if self.logger:
                 checkpoint.write_failure(self.files.root, "rollbacks-exhausted", {"step": step, "why": why})
-            raise RuntimeError(f"{streak} updates in a row were skipped at step {step} and {why}")
+            raise RuntimeError(f"the run diverged: {streak} updates in a row were skipped at step {step} and {why}")
         restored = self._restore(folder)
         s = self.state
         s.step, s.flops, s.text_bytes, s.rollbacks = restored["step"], restored["flops"], restored["text_bytes"], \
@@ -267,7 +273,8 @@ class Trainer:
         universal = self.resumed_from is not None and reshard.needs_universal(
             self.resumed_from, checkpoint.saved_world_size(self.resumed_from), self.world, self.t.zero_stage)
         self.engine = build_engine(self.cfg, self.world, self.bf16, self.grad_accum, load_universal=universal)
-        self.guard = UpdateGuard(f.skip_nonfinite, f.outlier_sigma, f.outlier_window, f.outlier_min_history)
+        self.guard = UpdateGuard(f.skip_nonfinite, f.outlier_sigma, f.outlier_window, f.outlier_min_history,
+                                 f.outlier_rule, judge_after_step=self.t.warmup_steps)
         self._plain_grad_norm = float("nan")  # without ZeRO or bf16, DeepSpeed reports no norm: measured here
         deepspeed_knows_norm = self.t.zero_stage > 0 or self.bf16
         self.gate = StepGate(self.guard, self._deepspeed_grad_norm if deepspeed_knows_norm
@@ -319,7 +326,7 @@ class Trainer:
             model.set("nll_sum", float("nan"))
         self.watchdog.beat(step, "sync")
         model.all_reduce(self._all_reduce)
-        self.gate.arm(model.mean_loss)
+        self.gate.arm(model.mean_loss, step)
 
     def _deepspeed_grad_norm(self) -> float | None:
         value = getattr(self.engine.optimizer, "_global_grad_norm", None)  # the global pre-clipping norm

@@ -1,5 +1,6 @@
-"""Skipping bad updates (pretrain/training/update_guard.py): non-finite values always, outliers only against
-enough history; the state survives a checkpoint."""
+"""Skipping bad updates (pretrain/training/update_guard.py): non-finite values always, spikes (loss and grad
+norm both outliers) only after warmup and against enough history; the history adapts to a lasting shift;
+the state survives a checkpoint."""
 import math
 
 import torch
@@ -7,36 +8,63 @@ import torch
 from pretrain.training.update_guard import GuardedAdamW, StepGate, UpdateGuard
 
 
-def test_update_guard_skips_outliers_only_after_history():
+def test_update_guard_skips_spikes_only_after_history():
     guard = UpdateGuard(skip_nonfinite=True, outlier_sigma=6.0, window=50, min_history=5)
-    assert guard.reason_to_skip(100.0, 1.0) is None  # no history yet: a high early loss is normal
+    assert guard.reason_to_skip(100.0, 100.0) is None  # no history yet: a high early loss is normal
     for loss in (3.0, 3.1, 2.9, 3.0, 3.05, 2.95):
         guard.record(loss, 1.0 + loss / 100, skipped=False)
     assert guard.reason_to_skip(3.2, 1.03) is None
-    assert guard.reason_to_skip(9.0, 1.03) == "outlier_loss"
-    assert guard.reason_to_skip(3.0, 50.0) == "outlier_grad_norm"
+    assert guard.reason_to_skip(9.0, 50.0) == "spike"  # loss and grad norm both far out
+    assert guard.reason_to_skip(9.0, 1.03) is None  # a hard batch with an ordinary gradient is not a fault
+    assert guard.reason_to_skip(3.0, 50.0) is None  # nor a grad-norm rise with a normal loss (clipping bounds it)
     assert guard.reason_to_skip(float("nan"), 1.0) == "nonfinite_loss"
     assert guard.reason_to_skip(3.0, float("inf")) == "nonfinite_grad_norm"
-    assert guard.reason_to_skip(3.0, None) is None  # no norm known: judged on the loss alone
-    guard.record(9.0, 1.0, skipped=True)
-    guard.record(9.0, 1.0, skipped=True)
+    assert guard.reason_to_skip(9.0, None) == "spike"  # no norm known: judged on the loss alone
+    strict = UpdateGuard(True, 6.0, 50, 5, rule="loss_or_grad_norm")
+    strict.load_state_dict(guard.state_dict())
+    assert strict.reason_to_skip(9.0, 1.03) == "outlier_loss" and strict.reason_to_skip(3.0, 50.0) == "outlier_grad_norm"
+    guard.record(9.0, 50.0, skipped=True)
+    guard.record(float("nan"), 1.0, skipped=True)
     assert (guard.consecutive, guard.total) == (2, 2)
-    assert len(guard.losses) == 6  # skipped updates never enter the history
+    assert list(guard.losses) == [3.0, 3.1, 2.9, 3.0, 3.05, 2.95, 9.0]  # finite values enter, skipped or not
     restored = UpdateGuard(True, 6.0, 50, 5)
     restored.load_state_dict(guard.state_dict())
     assert restored.state_dict() == guard.state_dict()
-    assert restored.state_dict()["losses"] == [3.0, 3.1, 2.9, 3.0, 3.05, 2.95]
+
+
+def test_no_step_is_judged_during_warmup():
+    guard = UpdateGuard(True, 6.0, 50, 3, judge_after_step=10)
+    for _ in range(5):
+        guard.record(3.0, 1.0, skipped=False)
+    assert guard.reason_to_skip(30.0, 100.0, step=10) is None
+    assert guard.reason_to_skip(30.0, 100.0, step=11) == "spike"
+    assert guard.reason_to_skip(float("nan"), 1.0, step=1) == "nonfinite_loss"  # non-finite: always
+
+
+def test_history_adapts_to_a_lasting_rise():
+    """Grad norm and loss step up to a new level and stay there (a new data mix, a phase of training):
+    after a few steps the new level is the normal one, not an outlier forever."""
+    guard = UpdateGuard(True, 3.0, window=20, min_history=5)
+    for i in range(20):
+        guard.record(2.0 + 0.01 * (i % 3), 0.5 + 0.01 * (i % 2), skipped=False)
+    verdicts = []
+    for _ in range(10):
+        reason = guard.reason_to_skip(4.0, 2.0)
+        verdicts.append(reason)
+        guard.record(4.0, 2.0, skipped=reason is not None)
+    assert verdicts[0] == "spike" and verdicts[-1] is None
+    assert guard.consecutive == 0 and guard.total < 3  # never the streak that would roll the run back
 
 
 def test_threshold_is_mean_plus_sigma_std_with_a_floor():
     guard = UpdateGuard(True, outlier_sigma=2.0, window=4, min_history=2)
     for loss in (1.0, 3.0):  # mean 2, std 1: threshold 4
         guard.record(loss, None, skipped=False)
-    assert guard.reason_to_skip(3.99, None) is None and guard.reason_to_skip(4.01, None) == "outlier_loss"
+    assert guard.reason_to_skip(3.99, None) is None and guard.reason_to_skip(4.01, None) == "spike"
     flat = UpdateGuard(True, outlier_sigma=2.0, window=4, min_history=2)
     for _ in range(3):
         flat.record(5.0, None, skipped=False)  # std 0: the floor is 1e-3 of the mean
-    assert flat.reason_to_skip(5.0 + 0.0099, None) is None and flat.reason_to_skip(5.0 + 0.0101, None) == "outlier_loss"
+    assert flat.reason_to_skip(5.0 + 0.0099, None) is None and flat.reason_to_skip(5.0 + 0.0101, None) == "spike"
 
 
 def test_window_forgets_old_steps_and_a_success_resets_the_streak():
@@ -44,8 +72,8 @@ def test_window_forgets_old_steps_and_a_success_resets_the_streak():
     for loss in (100.0, 1.0, 1.0, 1.0):
         guard.record(loss, 1.0, skipped=False)
     assert list(guard.losses) == [1.0, 1.0, 1.0]
-    assert guard.reason_to_skip(2.0, 1.0) == "outlier_loss"  # the early 100 no longer widens the spread
-    guard.record(2.0, 1.0, skipped=True)
+    assert guard.reason_to_skip(2.0, 2.0) == "spike"  # the early 100 no longer widens the spread
+    guard.record(2.0, 2.0, skipped=True)
     guard.record(1.0, 1.0, skipped=False)
     assert (guard.consecutive, guard.total) == (0, 1)
 
