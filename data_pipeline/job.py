@@ -95,14 +95,26 @@ def _train_tokenizer(cfg: DataConfig, inputs: list[str], out: OutputRoot) -> str
 
 
 def _init_ray(cfg: DataConfig):
+    """Ray, quiet unless WORDPOOL_VERBOSE is set (`wordpool -v`, launcher/console.py): the job reports its
+    own progress per unit, so Ray's INFO lines and Ray Data's progress bars stay off the console."""
+    import logging
+
     import ray
 
+    verbose = os.environ.get("WORDPOOL_VERBOSE", "") not in ("", "0")
+    level = logging.INFO if verbose else logging.WARNING
     if not ray.is_initialized():
         if cfg.ray_address:
-            ray.init(address=cfg.ray_address, log_to_driver=False)
+            ray.init(address=cfg.ray_address, log_to_driver=False, logging_level=level)
         else:
             mem = cfg.object_store_mb * 2**20 if cfg.object_store_mb else None
-            ray.init(num_cpus=cfg.num_cpus, object_store_memory=mem, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=cfg.num_cpus, object_store_memory=mem, include_dashboard=False, log_to_driver=False,
+                     logging_level=level)
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = verbose
+    for name in ("ray", "ray.data"):  # Ray Data sets up its own logger when imported
+        logging.getLogger(name).setLevel(level)
     return ray
 
 
@@ -174,3 +186,19 @@ def prepare_or_replace(cfg: DataConfig) -> dict[str, Any]:
         return run_prepare(cfg)
     except JobMismatch:
         return run_prepare(cfg, force=True)
+
+
+def repair_units(data_dir: str, units: set[int]) -> dict[str, Any]:
+    """`wordpool verify --repair`: prepare the given units again (nothing else), re-merge the indexes and
+    rewrite stats.json. A unit's output depends only on its input file and the config, so the rebuilt
+    shards are the original ones; changed inputs are refused (the job record no longer matches)."""
+    from data_pipeline.shard_format import read_stats
+    from data_pipeline.unit import remove_partial
+    from pathlib import Path
+
+    root = Path(data_dir)
+    cfg = DataConfig(**{**read_stats(root)["config"], "output": str(root)})
+    for unit in sorted(units):
+        (root / marker_rel(unit)).unlink(missing_ok=True)
+        remove_partial(root, unit)
+    return run_prepare(cfg)

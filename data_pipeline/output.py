@@ -14,6 +14,9 @@ from pathlib import Path
 from data_pipeline.sources import filesystem_for, is_url
 
 
+LOGS = "_logs"  # `wordpool prepare` logs library output here; never job output
+
+
 def default_staging(url: str) -> Path:
     root = Path(os.environ.get("WORDPOOL_STAGING", Path.home() / ".cache" / "wordpool" / "staging"))
     return root / hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -75,7 +78,7 @@ class OutputRoot:
 
     def is_empty(self) -> bool:
         if not self.remote:
-            return not self.local.exists() or not any(self.local.iterdir())
+            return not self.local.exists() or not any(p.name != LOGS for p in self.local.iterdir())
         import pyarrow.fs as pafs
 
         fs, root = self._fs()
@@ -86,7 +89,8 @@ class OutputRoot:
     def clear(self) -> None:
         if self.local.exists():
             for child in self.local.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+                if child.name != LOGS:  # the running command's own log may be there
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         if self.remote:
             fs, root = self._fs()
             if not self.is_empty():

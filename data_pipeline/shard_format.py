@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 SPLITS = ("train", "val")
+SHARD_HASH = "xxh64"  # written into index.json for every shard file (fast); checked by training and `verify`
 STATS_FILE = "stats.json"  # written last by prepare: a data folder holding it is complete
 TOKENIZERS = ("words", "bytes", "bpe")
 EOD_LEN = 0  # words: a zero-length word is the end-of-document marker

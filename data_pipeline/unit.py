@@ -23,7 +23,8 @@ from schema import DataConfig, fault_plan
 from data_pipeline.documents import Document, Rejected, read_file
 from data_pipeline.output import OutputRoot
 from data_pipeline.segment import SegmentedBatch, segment_batch
-from data_pipeline.shard_format import BYTE_EOD, COLUMNS, EOD_LEN, SPLITS, DocItems, SamplePacker, decomposition
+from data_pipeline.shard_format import (BYTE_EOD, COLUMNS, EOD_LEN, SHARD_HASH, SPLITS, DocItems, SamplePacker,
+                                       decomposition)
 from data_pipeline.sources import input_size
 from data_pipeline.split import assign_split
 
@@ -65,7 +66,7 @@ class _Writers:
 
             folder = self.output / split / (f"len-{bucket:05d}" if bucket else "") / self.name
             self.open[key] = MDSWriter(out=str(folder), columns=self.columns, compression=self.compression,
-                                       size_limit=self.size_limit)
+                                       size_limit=self.size_limit, hashes=[SHARD_HASH])
         self.open[key].write(sample)
 
     def finish(self) -> list[str]:

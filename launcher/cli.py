@@ -31,12 +31,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         extra.append(f"data.tokenizer={args.tokenizer}")
     cfg = _config(args, extra)
     from data_pipeline.job import run_prepare
+    from launcher.console import quiet_libraries
     from launcher.report import PrepareProgress, print_prepare_summary
+
+    quiet_libraries(prepare_log(cfg.data.output))
 
     with PrepareProgress(len(cfg.data.inputs)) as progress:
         stats = run_prepare(cfg.data, force=args.force, on_unit=progress.update)
     print_prepare_summary(stats, cfg.data.output)
     return 0
+
+
+def prepare_log(output: str) -> Path | None:
+    """<output>/_logs/prepare-<time>.log for a local output (an object-store output keeps no log)."""
+    import time
+
+    from data_pipeline.sources import is_url
+
+    return None if is_url(output) else Path(output) / "_logs" / f"prepare-{time.strftime('%Y%m%dT%H%M%S')}.log"
 
 
 def _register_prepare(sub) -> None:
@@ -53,17 +65,59 @@ def _register_prepare(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from data_pipeline.verify import check_accounts, check_shards
+
+    problems, checked = check_shards(args.data_dir)
+    accounts = check_accounts(args.data_dir)
+    for problem in problems:
+        print(f"bad shard: {problem.line()}")
+    for line in accounts:
+        print(f"accounts: {line}")
+    if args.repair and (problems or accounts):
+        units = {p.unit for p in problems if p.unit is not None}
+        if len(units) < len(problems) or accounts and not units:
+            raise UserError(f"{args.data_dir}: what is wrong is not confined to prepare units' shards: prepare it "
+                            f"again with `wordpool prepare --force`")
+        from launcher.console import quiet_libraries
+
+        quiet_libraries(prepare_log(args.data_dir))
+        print(f"repairing: preparing unit(s) {', '.join(map(str, sorted(units)))} again", flush=True)
+        from data_pipeline.job import repair_units
+
+        repair_units(args.data_dir, units)
+        problems, checked = check_shards(args.data_dir)
+        accounts = check_accounts(args.data_dir)
+    if problems or accounts:
+        hint = "" if args.repair else "; `wordpool verify DATA_DIR --repair` prepares the units that wrote them again"
+        raise UserError(f"{args.data_dir}: {len(problems)} of {checked} shard files fail and {len(accounts)} "
+                        f"account(s) disagree{hint}")
+    print(f"{args.data_dir}: all {checked} shard files match their index.json, and stats.json's accounts agree")
+    return 0
+
+
+def _register_verify(sub) -> None:
+    """The parser of `wordpool verify`; cmd_verify runs it."""
+    p = sub.add_parser("verify", help="check every shard of a prepared data folder (hashes, sizes, accounts); "
+                                      "--repair rebuilds the units whose shards fail",
+                       description="Check each shard file against index.json (size, hash, decompression) and "
+                                   "stats.json against the indexes and the units' records.")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="a `wordpool prepare` output folder")
+    p.add_argument("--repair", action="store_true",
+                   help="prepare again only the units that wrote a bad shard (same inputs and config: the same "
+                        "shards), then check again")
+    p.set_defaults(func=cmd_verify)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config(args)  # validated before any process starts
     from launcher.local_launch import default_nproc, launch_local, under_torchrun
 
     if not under_torchrun():
-        if args.resume not in (None, "auto", "none"):  # a bad path fails here, not after N ranks started
-            from pretrain.checkpoint.store import resolve_resume
-            from pretrain.run_dir import RunDir
+        from pretrain.training.preflight import preflight
 
-            resolve_resume(args.resume, RunDir(cfg.train.run_dir).checkpoints)
-        return launch_local(args.argv, args.nproc or default_nproc())
+        preflight(cfg, args.resume)  # what fails without ranks fails here, in one line, before torchrun starts
+        return launch_local(args.argv, args.nproc or default_nproc(), cfg.train.run_dir)
     from pretrain.training.trainer import train
 
     train(cfg, args.resume)
@@ -224,6 +278,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     cfg = load_compare_config(args.config, args.overrides)  # validated before anything heavy is imported
     from launcher.compare.run import compare
+    from launcher.console import quiet_libraries
+
+    quiet_libraries(Path(args.out or cfg.out_dir()) / "logs" / "compare.log")
 
     compare(cfg, Path(args.out) if args.out else None)
     return 0
@@ -343,15 +400,27 @@ def _register_bench(sub) -> None:
 
 
 # every command, in the order `wordpool --help` lists them
-COMMANDS = (_register_prepare, _register_train, _register_launch, _register_status, _register_eval,
+COMMANDS = (_register_prepare, _register_verify, _register_train, _register_launch, _register_status, _register_eval,
             _register_generate, _register_export, _register_compare, _register_quickstart, _register_bench)
+
+
+def _add_verbose(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="show everything on the console: Ray, streaming, DeepSpeed and torchrun output, "
+                             "warnings, tracebacks (otherwise they go to the run's logs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wordpool", description="Pretrain word-pooled language models.")
+    _add_verbose(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS:
         register(sub)
+    for command in sub.choices.values():  # `wordpool train -v …` as well as `wordpool -v train …`
+        _add_verbose(command)
+        for action in command._subparsers._group_actions if command._subparsers else []:
+            for nested in action.choices.values():
+                _add_verbose(nested)
     return parser
 
 
@@ -359,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to re-run the same command under torchrun
+    from launcher.console import set_verbose
+
+    set_verbose(args.verbose)  # inherited by every process this one starts
     try:
         return args.func(args)
     except ConfigError as exc:
@@ -368,8 +440,17 @@ def main(argv: list[str] | None = None) -> int:
         # expected user errors get one clear line; anything deeper keeps its traceback
         if not isinstance(exc, UserError) and type(exc) not in (FileNotFoundError, ValueError):
             raise
-        print(f"wordpool {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{_speaker(args.command)}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _speaker(command: str) -> str:
+    """Who says an error: `wordpool <command>`, or, inside a rank, `rank N` (the launcher above it prints the
+    run's one `wordpool <command>: error:` line from the ranks' reports)."""
+    import os
+
+    return f"rank {os.environ['RANK']}" if "RANK" in os.environ and "LOCAL_RANK" in os.environ else \
+        f"wordpool {command}"
 
 
 if __name__ == "__main__":

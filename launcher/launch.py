@@ -89,6 +89,11 @@ def run_launch(args: argparse.Namespace) -> int:
     from schema import load_config
 
     cfg = load_config(args.config, args.overrides)  # a bad config fails here, before anything starts
+    if not args.dry_run and not args.hostfile and not args.slurm:  # (those check on each node)
+        from pretrain.training.preflight import preflight
+
+        # one node of a rendezvous must not test the lock: another node's rank 0 may hold it already
+        preflight(cfg, "auto", check_lock=not args.rdzv_endpoint)
     if args.hostfile:
         return _launch_hostfile(args, cfg)
     if args.slurm:

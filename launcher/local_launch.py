@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
+import time
+from pathlib import Path
 
 
 def under_torchrun() -> bool:
@@ -27,9 +28,10 @@ def torchrun_env(nproc: int) -> dict[str, str]:
     return env
 
 
-def launch_local(cli_args: list[str], nproc: int) -> int:
+def launch_local(cli_args: list[str], nproc: int, run_dir: str) -> int:
     """Re-runs this CLI with `cli_args` in `nproc` processes; each sees RANK, WORLD_SIZE, LOCAL_RANK and
-    LOCAL_WORLD_SIZE (which mosaicml-streaming needs) from torchrun."""
+    LOCAL_WORLD_SIZE (which mosaicml-streaming needs) from torchrun. Their output goes to RUN_DIR/logs/
+    (progress lines to the console too: launcher/console.py); a failure ends in one `error:` line."""
     # torchrun's own parser would read a --nproc meant for us: drop it, the ranks don't need it
     args, skip = [], False
     for a in cli_args:
@@ -41,4 +43,13 @@ def launch_local(cli_args: list[str], nproc: int) -> int:
             args.append(a)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "launcher.cli", *args]
-    return subprocess.call(cmd, env=torchrun_env(nproc))
+    from launcher.console import LoggedChild
+    from launcher.failure_report import explain_failure
+    from pretrain.run_dir import RunDir
+
+    started = time.time()
+    log = RunDir(run_dir).log_file("train")
+    rc = LoggedChild(cmd, log, env=torchrun_env(nproc)).wait()
+    if rc != 0:
+        explain_failure("train", Path(run_dir), started, rc, log)
+    return rc

@@ -24,7 +24,10 @@ def quickstart(out: str, overrides: list[str] | None = None, nproc: int = 2) -> 
 
     from data_pipeline.builtin_corpus import write_builtin_corpus
     from data_pipeline.job import run_prepare
+    from launcher.console import quiet_libraries
     from launcher.report import print_prepare_summary
+
+    quiet_libraries(out / "logs" / f"quickstart-{time.strftime('%Y%m%dT%H%M%S')}.log")
 
     corpus = write_builtin_corpus(out / "corpus")
     print(f"== 1/4 built-in corpus: {sum(p.stat().st_size for p in corpus) / 1e6:.2f} MB of Python's own "
@@ -43,10 +46,9 @@ def quickstart(out: str, overrides: list[str] | None = None, nproc: int = 2) -> 
           f"(config {config_file})", flush=True)
     from launcher.local_launch import launch_local
 
-    code = launch_local(["train", "--config", str(config_file)], nproc)
+    code = launch_local(["train", "--config", str(config_file)], nproc, cfg.train.run_dir)
     if code != 0:
-        print(f"training failed with exit code {code}")
-        return code
+        return code  # launch_local printed the error line
 
     from pretrain.checkpoint.store import find_latest
     from pretrain.inference.loading import eval_checkpoint, generate_text, load_model

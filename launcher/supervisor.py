@@ -22,12 +22,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher import failure_report
+from launcher.console import LoggedChild
 from launcher.run_control import (EXIT_PREEMPTED, StopOnSignal, append_launch_event, clear_stale_control,
                                   read_exit_reason)
-from pretrain.run_dir import RunDir, write_json_atomic
+from pretrain.run_dir import RunDir
 
-LAUNCH_REPORT = "launch-"  # failures/launch-*.json: this supervisor's reports
 EXIT_WAIT_S = 10.0  # how long a node other than rank 0's waits for control/exit.json on a shared filesystem
+PERMANENT_CHECK_S = 2.0  # how often the failure reports are read for a fault that repeats without progress
 
 
 @dataclass(frozen=True)
@@ -138,16 +140,23 @@ def supervise(run_dir: str, nproc: int, max_restarts: int, rdzv: Rendezvous | No
         interface = interface_of(rdzv.local_addr)
         if interface:
             env["GLOO_SOCKET_IFNAME"] = interface
-    proc = torchrun["proc"] = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_torchrun_preexec)
+    log = RunDir(run).log_file(f"launch-{socket.gethostname()}")
+    proc = torchrun["proc"] = LoggedChild(cmd, log, env=env, start_new_session=True, preexec_fn=_torchrun_preexec)
+    repeated, checked = None, time.time()
     while True:
         try:
             rc = proc.wait(timeout=1.0)
             break
         except subprocess.TimeoutExpired:
             stopper.reassert()
+        if repeated is None and max_restarts and time.time() - checked > PERMANENT_CHECK_S:
+            checked = time.time()
+            repeated = failure_report.same_failure_without_progress(failure_report.reports_since(run, started))
+            if repeated:  # restarting again would fail the same way: stop the worker group now
+                escalate(1)
     restarts = restarts_used(Path(log_dir))
     shutil.rmtree(log_dir, ignore_errors=True)
-    return _finish(run, rc, started, restarts, max_restarts, target, stopper)
+    return _finish(run, rc, started, restarts, max_restarts, target, stopper, log, repeated)
 
 
 def restarts_used(torchrun_log_dir: Path) -> int | None:
@@ -158,12 +167,14 @@ def restarts_used(torchrun_log_dir: Path) -> int | None:
 
 
 def _finish(run: Path, rc: int, started: float, restarts: int | None, max_restarts: int, target: str,
-            stopper: StopOnSignal) -> int:
+            stopper: StopOnSignal, log: Path, repeated: tuple[dict, dict] | None) -> int:
     # Slurm's SIGTERM reaches torchrun too, which then exits non-zero although the ranks saved and wrote
     # "preempted" (the stale record of an earlier launch was cleared before this one started)
     recorded = read_exit_reason(run, EXIT_WAIT_S if rc == 0 else 0.0)
     if rc != 0 and recorded == "preempted":
         rc = 0
+    if repeated:  # stopped by this supervisor: whatever the ranks did on the way out, the job failed
+        rc = rc if rc not in (0, EXIT_PREEMPTED) else 1
     if rc == 0:
         reason = recorded
         if reason is None:
@@ -176,63 +187,29 @@ def _finish(run: Path, rc: int, started: float, restarts: int | None, max_restar
             print(f"wordpool launch: preempted after a checkpoint ({stopper.signal_name or 'control/stop'}); "
                   f"exit {EXIT_PREEMPTED}: run the same command again to resume", file=sys.stderr)
     else:
-        reason = "killed" if stopper.escalations else "failed"
+        reason = "permanent" if repeated else "killed" if stopper.escalations else "failed"
         code = rc if rc > 0 and rc != EXIT_PREEMPTED else (128 - rc if rc < 0 else 1)
-        report_failure(run, rc, started, restarts, max_restarts, target, reason)
+        _report_failure(run, rc, started, restarts, max_restarts, target, reason, log, repeated)
     append_launch_event(run, {"event": "end", "target": target, "rc": code, "torchrun_rc": rc, "reason": reason,
                               "restarts": restarts})
     return code
 
 
-def failures_since(run: Path, since: float) -> list[tuple[Path, dict | str]]:
-    """Failure reports written since `since`, oldest first (other supervisors' launch-* reports left out:
-    they describe the same failure as this one)."""
-    found = []
-    for path in RunDir(run).failure_reports():
-        if path.name.startswith(LAUNCH_REPORT):
-            continue
-        try:
-            mtime = path.stat().st_mtime
-            text = path.read_text()
-        except FileNotFoundError:
-            continue
-        if mtime < since:
-            continue
-        try:
-            record: dict | str = json.loads(text)
-        except json.JSONDecodeError:
-            record = text[:300]
-        found.append((mtime, path, record))
-    return [(path, record) for _, path, record in sorted(found, key=lambda item: item[0])]
-
-
-def _summary(record: dict | str) -> str:
-    if isinstance(record, str):
-        return record.strip().replace("\n", " ")[:200]
-    keys = [k for k in ("kind", "reason", "rank", "step", "host", "error", "message") if k in record]
-    text = ", ".join(f"{k}={record[k]}" for k in keys) if keys else json.dumps(record)
-    return text[:300]
-
-
-def report_failure(run: Path, rc: int, started: float, restarts: int | None, max_restarts: int, target: str,
-                   reason: str, last: int = 3) -> Path:
-    failures = failures_since(run, started)
-    host = socket.gethostname()
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime())
-    path = RunDir(run).failure(f"{LAUNCH_REPORT}{stamp}-{host}-{os.getpid()}")
-    used = "none (the worker group never started)" if restarts is None else str(restarts)
-    record = {"kind": "launch", "reason": reason, "torchrun_rc": rc, "restarts_used": restarts,
-              "max_restarts": max_restarts, "target": target, "host": host, "launch_started": started,
-              "time": time.time(), "failures": [{"file": str(p), "record": r} for p, r in failures[-last:]]}
-    write_json_atomic(path, record, indent=None, make_parents=True)
-    lines = [f"wordpool launch: training {reason}: torchrun exited with {rc}",
-             f"  restarts used: {used} of {max_restarts} (fault.max_restarts)"]
-    if failures:
-        lines.append(f"  last failure reports since this launch started ({len(failures)} in all):")
-        lines += [f"    {p}: {_summary(r)}" for p, r in failures[-last:]]
+def _report_failure(run: Path, rc: int, started: float, restarts: int | None, max_restarts: int, target: str,
+                    reason: str, log: Path, repeated: tuple[dict, dict] | None) -> None:
+    """One `error:` line (the root cause from the ranks' reports), the restarts used, the report and log paths;
+    a failures/launch-*.json record of it."""
+    used = "none (the worker group never started)" if restarts is None else f"{restarts} of {max_restarts}"
+    if repeated:
+        first, again = repeated
+        restarts_line = (f"stopped: attempts {first.get('restart', 0)} and {again.get('restart', 0)} failed the same "
+                         f"way at the same step (no progress), so the remaining fault.max_restarts would too")
     else:
-        lines.append(f"  no failure reports in {RunDir(run).failures} since this launch started; "
-                     f"the ranks' own output above says what went wrong")
-    lines.append(f"  report: {path}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
-    return path
+        restarts_line = f"restarts used: {used} (fault.max_restarts)"
+    reports = failure_report.reports_since(run, started)
+    record = {"kind": "launch", "reason": reason, "torchrun_rc": rc, "restarts_used": restarts,
+              "max_restarts": max_restarts, "target": target, "host": socket.gethostname(), "launch_started": started,
+              "time": time.time(), "log": str(log), "cause": failure_report.root_cause(reports),
+              "failures": [r["file"] for r in reports[-5:]]}
+    path = failure_report.write_launch_report(run, record)
+    failure_report.explain_failure("launch", run, started, rc, log, [restarts_line, f"launch report: {path}"])

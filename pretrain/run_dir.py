@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import re
+import time
 import socket
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -34,6 +35,7 @@ STOP = "stop"  # control/stop
 EXIT = "exit.json"  # control/exit.json
 HEARTBEATS = "heartbeat"
 FAILURES = "failures"
+LOGS = "logs"  # logs/<launcher>-<host>-<time>.log: everything the ranks and torchrun printed
 LAUNCH_LOG = "launch.jsonl"
 SLURM = "slurm"
 SLURM_SCRIPT = "launch.sbatch"  # slurm/launch.sbatch
@@ -113,6 +115,7 @@ class RunDir:
     exit_json = property(lambda self: self.root / CONTROL / EXIT)
     heartbeats = property(lambda self: self.root / HEARTBEATS)
     failures = property(lambda self: self.root / FAILURES)
+    logs = property(lambda self: self.root / LOGS)
     launch_log = property(lambda self: self.root / LAUNCH_LOG)
     slurm = property(lambda self: self.root / SLURM)
     slurm_script = property(lambda self: self.root / SLURM / SLURM_SCRIPT)
@@ -133,6 +136,10 @@ class RunDir:
     def failure(self, stem: str, suffix: str = ".json") -> Path:
         """failures/STEM.json (or STEM + another suffix, e.g. `.stacks.txt`)."""
         return self.failures / f"{stem}{suffix}"
+
+    def log_file(self, stem: str) -> Path:
+        """logs/STEM-<time>.log: a new log for each launch."""
+        return self.logs / f"{stem}-{time.strftime('%Y%m%dT%H%M%S')}.log"
 
     def failure_reports(self) -> list[Path]:
         return list(self.failures.glob("*.json"))

@@ -14,6 +14,7 @@ from pathlib import Path
 VARIABLES = {
     "step_start": "WORDPOOL_FAULT_HANG_AT",                # "STEP:RANK": that rank hangs before the step
     "step_end": "WORDPOOL_FAULT_KILL_AT_STEP",             # "STEP": SIGKILL after that step
+    "step_raise": "WORDPOOL_FAULT_RAISE_AT",               # "STEP:RANK": that rank raises before the step
     "nan_loss": "WORDPOOL_FAULT_NAN_AT_STEPS",             # "S1,S2,…": the loss of those steps is NaN
     "checkpoint_write": "WORDPOOL_FAULT_KILL_IN_SAVE",     # "STEP:RANK:MARKER": SIGKILL mid-save, once
     "unit_written": "WORDPOOL_FAULT_KILL_DRIVER_AT_UNIT",  # "UNIT": kill the prepare driver, then the task
@@ -29,6 +30,8 @@ def strike(point: str, *, step: int = -1, rank: int = -1, unit: int = -1, driver
         return False
     if point == "step_start" and spec == f"{step}:{rank}":
         time.sleep(1e6)
+    elif point == "step_raise" and spec == f"{step}:{rank}":
+        raise RuntimeError(f"planted fault at step {step} on rank {rank}")
     elif point == "step_end" and int(spec) == step:
         os.kill(os.getpid(), signal.SIGKILL)
     elif point == "nan_loss" and str(step) in spec.split(",") and (point, step) not in _spent:

@@ -36,6 +36,9 @@ class TrainConfig(Strict):
     eval_batches: int = Field(20, ge=1, description="val micro-batches per evaluation")
     log_every: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0, description="DataLoader workers")
+    validate_hash: str | None = Field(
+        "auto", description="check each shard file against this hash from index.json as a node first reads it; "
+                            "auto: the one prepare recorded (none for data prepared without hashes); none: off")
     activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward")
     peak_flops: float | None = Field(None, gt=0, description="peak FLOP/s of one device: logs show MFU when set")
 

@@ -114,7 +114,7 @@ def measure_flops_per_step(wcfg: WordpoolConfig, n_batches: int, nproc: int) -> 
 
     from pretrain.training.throughput_bench import read_batches
     from pretrain.models import build_model
-    from pretrain.training.trainer import check_shards
+    from pretrain.training.preflight import check_shards
 
     wcfg = check_shards(wcfg)[0]
     torch.manual_seed(0)

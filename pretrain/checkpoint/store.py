@@ -175,7 +175,7 @@ def select_for_resume(root: Path, mode: str = "sha256", report=print, max_step: 
             return folder
         rejected.append(folder)
         if rank == 0:
-            report(f"checkpoint {folder} failed verification ({'; '.join(problems[:5])}): "
+            report(f"warning: checkpoint {folder} failed verification ({'; '.join(problems[:5])}): "
                    f"resuming from the one before it")
             write_failure(root.parent, "corrupt-checkpoint", {"checkpoint": str(folder), "problems": problems})
             os.replace(folder, folder.with_name(corrupt_name(folder)))

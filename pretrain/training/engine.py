@@ -1,12 +1,11 @@
-"""Building the DeepSpeed engine: model, optimizer, LR schedule, and the checks against the shards."""
+"""Building the DeepSpeed engine: model, optimizer, LR schedule."""
 from __future__ import annotations
 
 import math
 
 import torch
 
-from schema import TOKENIZER_OF, WordpoolConfig
-from data_pipeline.shard_format import shard_config
+from schema import WordpoolConfig
 from pretrain.training.update_guard import GuardedAdamW
 from pretrain.models.layers import set_activation_checkpointing
 from pretrain.models import build_model
@@ -69,28 +68,3 @@ def build_engine(cfg: WordpoolConfig, world: int, bf16: bool, grad_accum: int | 
                                            config=deepspeed_config(cfg, world, bf16, grad_accum, load_universal))
     engine.guarded_optimizer = optimizer  # DeepSpeed wraps it; the trainer sets its gate
     return engine
-
-
-def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
-    """The settings the shards in data.output were prepared with (their stats.json), checked against the
-    config; a baseline's vocab_size is filled in from them."""
-    data_dir = cfg.data.output
-    meta = shard_config(data_dir)
-    kind, tokenizer = cfg.model.kind, meta.get("tokenizer", "words")
-    if tokenizer != TOKENIZER_OF[kind] or meta.get("packing", "fixed") != "fixed":
-        raise ValueError(f"shards in {data_dir} hold data.tokenizer={tokenizer} / data.packing="
-                         f"{meta.get('packing')}; model.kind={kind} trains on data.tokenizer={TOKENIZER_OF[kind]}, "
-                         f"data.packing=fixed")
-    if kind != "word_pooled":
-        from pretrain.evaluation.word_scoring import token_byte_table
-
-        vocab = len(token_byte_table(data_dir))
-        if cfg.model.vocab_size not in (None, vocab):
-            raise ValueError(f"model.vocab_size={cfg.model.vocab_size} but the shards' tokenizer has {vocab} ids")
-        return cfg.model_copy(update={"model": cfg.model.model_copy(update={"vocab_size": vocab})}), meta
-    for key in ("max_word_bytes", "words_per_sample"):  # the model is sized by these (schema/load.py derives it)
-        if meta[key] > getattr(cfg.data, key):
-            raise ValueError(f"shards in {data_dir} were prepared with data.{key}={meta[key]} but the config has "
-                             f"data.{key}={getattr(cfg.data, key)} (the model is sized by it): set "
-                             f"data.{key}={meta[key]}, or prepare {data_dir} again")
-    return cfg, meta

@@ -21,10 +21,11 @@ import torch
 from streaming import StreamingDataLoader, StreamingDataset
 
 from data_pipeline.reader import open_dataset
-from data_pipeline.shard_format import shard_config
+from data_pipeline.shard_format import SHARD_HASH, shard_config
 from data_pipeline.shard_format import starts_document
 from pretrain.models.word_pooled import EOD, PAD
 from pretrain.models.token_lm import PAD_TOKEN
+from schema import UserError
 
 
 def split_has_samples(split_dir: str | Path) -> bool:
@@ -83,15 +84,52 @@ def sample_encoder(data_dir: str | Path, max_word_bytes: int | None = None) -> C
     return functools.partial(encode_token_sample, tokens_per_sample=meta["tokens_per_sample"], token_bytes=lens)
 
 
+class CorruptShard(UserError):
+    """A shard file is not what prepare wrote (its hash, size or compression says so)."""
+
+
 class Shards(StreamingDataset):
-    """StreamingDataset yielding model-ready tensors (`encode` turns one MDS sample into them)."""
+    """StreamingDataset yielding model-ready tensors (`encode` turns one MDS sample into them). A shard that
+    fails to load is reported by name, split and prepare unit (streaming's own error, raised in its
+    download thread, reaches the caller only as "Background thread failed")."""
 
     def __init__(self, encode: Callable[[dict], dict], **kwargs):
         super().__init__(**kwargs)
         self.encode = encode
+        self.shard_error: CorruptShard | None = None
+
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        try:
+            super().prepare_shard(shard_id, blocking)
+        except Exception as exc:
+            self.shard_error = self._corrupt(shard_id, exc)
+            raise self.shard_error from exc
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        # after a shard failed, streaming's iterator just stops early (an epoch short of samples, silently)
+        yield from super().__iter__()
+        if self.shard_error is not None:
+            raise self.shard_error
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
-        return self.encode(super().__getitem__(idx))
+        try:
+            sample = super().__getitem__(idx)
+        except Exception as exc:
+            if self.shard_error is not None and exc is not self.shard_error:
+                raise self.shard_error from exc
+            raise
+        return self.encode(sample)
+
+    def _corrupt(self, shard_id: int, exc: Exception) -> CorruptShard:
+        from data_pipeline.verify import data_root, shard_origin
+
+        shard, stream = self.shards[shard_id], self.streams[0]
+        raw, zipped = shard.file_pairs[0]
+        name = (zipped or raw).basename
+        cause = "its hash differs from index.json's" if "Checksum failure" in str(exc) else f"{type(exc).__name__}: {exc}"
+        origin = shard_origin(stream.remote, name, cause)
+        return CorruptShard(f"corrupt shard {origin.line()}; rebuild the units that wrote bad shards with "
+                            f"`wordpool verify {data_root(stream.remote)} --repair`")
 
 
 def clean_stale_streaming_state() -> None:
@@ -115,13 +153,27 @@ class LoaderPosition:
     initial_physical_nodes: int | None = None  # streaming keeps the first run's node count for its shuffle
 
 
+def hash_to_validate(split_dir: str | Path, setting: str | None) -> str | None:
+    """train.validate_hash: "auto" -> the hash prepare recorded in index.json (none for older data)."""
+    if setting in (None, "none"):
+        return None
+    if setting != "auto":
+        return setting
+    shards = json.loads((Path(split_dir) / "index.json").read_text())["shards"]
+    recorded = (shards[0].get("zip_data") or shards[0]["raw_data"]).get("hashes") or {} if shards else {}
+    return SHARD_HASH if SHARD_HASH in recorded else next(iter(recorded), None)
+
+
 def make_loader(split_dir: str, encode: Callable[[dict], dict], micro_batch_size: int, shuffle: bool, seed: int,
-                num_canonical_nodes: int, num_workers: int, drop_last: bool) -> tuple[Shards, StreamingDataLoader]:
-    """Collective when distributed (see streaming_prefix_lock)."""
+                num_canonical_nodes: int, num_workers: int, drop_last: bool,
+                validate_hash: str | None = "auto") -> tuple[Shards, StreamingDataLoader]:
+    """Collective when distributed (see streaming_prefix_lock). Each shard file is checked against its
+    hash in index.json as this node first copies it (validate_hash)."""
     if not (Path(split_dir) / "index.json").is_file():
         raise FileNotFoundError(f"no shards in {split_dir} (index.json missing)")
     dataset = open_dataset(split_dir, Shards, encode=encode, shuffle=shuffle, shuffle_seed=seed,
-                           batch_size=micro_batch_size, num_canonical_nodes=num_canonical_nodes)
+                           batch_size=micro_batch_size, num_canonical_nodes=num_canonical_nodes,
+                           validate_hash=hash_to_validate(split_dir, validate_hash))
     loader = StreamingDataLoader(dataset, batch_size=micro_batch_size, num_workers=num_workers,
                                  drop_last=drop_last, persistent_workers=False)
     return dataset, loader

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pretrain.checkpoint import manifest
 from pretrain.run_dir import RunDir, write_json_atomic
+from pretrain.training.preflight import RunDirLocked
 
 
 class TrainerFiles:
@@ -42,5 +43,6 @@ def _lock(path: Path):
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise RuntimeError(f"another training job is running in {path.parent} (it holds {path})") from None
+        raise RunDirLocked(f"another training job is running in {path.parent} (it holds {path}): stop it first, "
+                           f"or use another train.run_dir") from None
     return handle

@@ -69,7 +69,7 @@ def data_section(cfg: WordpoolConfig, tokenizer: str, folder: Path, **update):
 
 def model_config(cfg: WordpoolConfig, model: str, data_dir: Path) -> WordpoolConfig:
     """cfg for one bench model on its tokenization in data_dir (model.max_word_bytes / max_words derived again)."""
-    from pretrain.training.trainer import check_shards
+    from pretrain.training.preflight import check_shards
 
     kind = kind_of(model)
     model_section = {**cfg.model.model_dump(exclude={"max_word_bytes", "max_words"}), "kind": kind,

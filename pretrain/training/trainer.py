@@ -25,8 +25,9 @@ from pretrain.checkpoint import reshard
 from pretrain.checkpoint import store as checkpoint
 from pretrain.evaluation.hooks import VAL_KINDS, EvalRunner, EvalSchedule, default_hooks
 from pretrain.evaluation.validation import WordScorer, to_device
-from pretrain.training import distributed
-from pretrain.training.engine import build_engine, check_shards, grad_accum_for, warmup_cosine
+from pretrain.training import distributed, rank_failure
+from pretrain.training.engine import build_engine, grad_accum_for, warmup_cosine
+from pretrain.training.preflight import check_shards
 from pretrain.training.hang_watchdog import Watchdog
 from pretrain.training.loader import (clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
                                       split_has_samples)
@@ -107,6 +108,7 @@ class Trainer:
         step = self.state.step + 1
         self.watchdog.beat(step, "step")
         fault_plan.strike("step_start", step=step, rank=self.rank)
+        fault_plan.strike("step_raise", step=step, rank=self.rank)
         start = time.perf_counter()
         model, flops, digest = ModelTotals(), 0.0, 0
         poison = fault_plan.strike("nan_loss", step=step)
@@ -285,12 +287,13 @@ class Trainer:
         t, data_dir = self.t, Path(self.cfg.data.output)
         encode = sample_encoder(str(data_dir), self.cfg.model.max_word_bytes)
         train_set, train_loader = make_loader(str(data_dir / "train"), encode, t.micro_batch_size, t.shuffle,
-                                              t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True)
+                                              t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True,
+                                              validate_hash=t.validate_hash)
         self.batches = endless_batches(train_set, train_loader, self.state.position, t.micro_batch_size * self.world)
         self.val_loader = self.scorer = None
         if split_has_samples(data_dir / "val"):
             _, self.val_loader = make_loader(str(data_dir / "val"), encode, t.micro_batch_size, False, t.seed,
-                                             t.num_canonical_nodes, 0, drop_last=False)
+                                             t.num_canonical_nodes, 0, drop_last=False, validate_hash=t.validate_hash)
             self.scorer = WordScorer(self.cfg.model.kind, str(data_dir), self.meta["max_word_bytes"],
                                      self.meta.get("split_digits", False))
         elif self.rank == 0:
@@ -339,7 +342,17 @@ class Trainer:
 
 
 def train(cfg: WordpoolConfig, resume: str | None = None) -> None:
-    Trainer(cfg, resume).fit()
+    """One rank's training. A failure leaves this rank's report in failures/ (rank_failure.py) before it
+    propagates: the launcher turns the reports into one line."""
+    trainer = Trainer.__new__(Trainer)  # so that a failure inside __init__ still finds what was set up
+    try:
+        trainer.__init__(cfg, resume)
+        trainer.fit()
+    except Exception as exc:
+        watchdog = getattr(trainer, "watchdog", None)  # its last beat: the step and phase in progress
+        rank_failure.record(cfg.train.run_dir, exc, watchdog.step if watchdog else None,
+                            watchdog.phase if watchdog else "start-up")
+        raise
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,0 +1,76 @@
+"""Checks that need no rank: run by `wordpool train` / `wordpool launch` before torchrun starts, so a missing
+data folder, shards that do not fit the model, a run directory another job holds or a bad --resume path
+fail in a second with one line, not after N ranks started (the ranks run the same checks again)."""
+from __future__ import annotations
+
+import fcntl
+import json
+from pathlib import Path
+
+from data_pipeline.shard_format import shard_config
+from pretrain.run_dir import RunDir
+from schema import TOKENIZER_OF, UserError, WordpoolConfig
+
+
+class RunDirLocked(UserError):
+    """Another live training job holds the run directory."""
+
+
+def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
+    """The settings the shards in data.output were prepared with (their stats.json), checked against the
+    config; a baseline's vocab_size is filled in from them."""
+    data_dir = cfg.data.output
+    meta = shard_config(data_dir)
+    kind, tokenizer = cfg.model.kind, meta.get("tokenizer", "words")
+    if tokenizer != TOKENIZER_OF[kind] or meta.get("packing", "fixed") != "fixed":
+        raise ValueError(f"shards in {data_dir} hold data.tokenizer={tokenizer} / data.packing="
+                         f"{meta.get('packing')}; model.kind={kind} trains on data.tokenizer={TOKENIZER_OF[kind]}, "
+                         f"data.packing=fixed")
+    if kind != "word_pooled":
+        from pretrain.evaluation.word_scoring import token_byte_table
+
+        vocab = len(token_byte_table(data_dir))
+        if cfg.model.vocab_size not in (None, vocab):
+            raise ValueError(f"model.vocab_size={cfg.model.vocab_size} but the shards' tokenizer has {vocab} ids")
+        return cfg.model_copy(update={"model": cfg.model.model_copy(update={"vocab_size": vocab})}), meta
+    for key in ("max_word_bytes", "words_per_sample"):  # the model is sized by these (schema/load.py derives it)
+        if meta[key] > getattr(cfg.data, key):
+            raise ValueError(f"shards in {data_dir} were prepared with data.{key}={meta[key]} but the config has "
+                             f"data.{key}={getattr(cfg.data, key)} (the model is sized by it): set "
+                             f"data.{key}={meta[key]}, or prepare {data_dir} again")
+    return cfg, meta
+
+
+def check_train_split(split_dir: Path) -> None:
+    index = split_dir / "index.json"
+    if not index.is_file():
+        raise FileNotFoundError(f"no shards in {split_dir} ({index.name} missing): prepare did not finish there")
+    if not any(shard["samples"] for shard in json.loads(index.read_text())["shards"]):
+        raise UserError(f"the training split {split_dir} holds no samples: prepare more text, or lower "
+                        f"data.val_fraction")
+
+
+def check_run_dir_free(run_dir: str | Path) -> None:
+    """RunDirLocked if a live job holds RUN_DIR/.lock (the lock dies with its process: a crash never leaves it)."""
+    path = RunDir(run_dir).lock
+    if not path.is_file():
+        return
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirLocked(f"another training job is running in {path.parent} (it holds {path}): stop it "
+                               f"first, or use another train.run_dir") from None
+
+
+def preflight(cfg: WordpoolConfig, resume: str | None, check_lock: bool = True) -> None:
+    """Every check a rank would fail on at start-up that can be made here. `check_lock` is off for one node
+    of a multi-node job: another node's rank 0 may already hold the shared run directory's lock."""
+    check_shards(cfg)
+    check_train_split(Path(cfg.data.output) / "train")
+    if check_lock:
+        check_run_dir_free(cfg.train.run_dir)
+    if resume not in (None, "auto", "none"):
+        from pretrain.checkpoint.store import resolve_resume
+
+        resolve_resume(resume, RunDir(cfg.train.run_dir).checkpoints)
