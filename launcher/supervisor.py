@@ -152,6 +152,8 @@ def supervise(run_dir: str, nproc: int, max_restarts: int, rdzv: Rendezvous | No
         if repeated is None and max_restarts and time.time() - checked > PERMANENT_CHECK_S:
             checked = time.time()
             repeated = failure_report.same_failure_without_progress(failure_report.reports_since(run, started))
+            if repeated and int(repeated[1].get("restart", 0)) >= max_restarts:
+                repeated = None  # no restart left to save: torchrun ends on its own, an ordinary failure
             if repeated:  # restarting again would fail the same way: stop the worker group now
                 escalate(1)
     restarts = restarts_used(Path(log_dir))

@@ -205,6 +205,24 @@ def record_hook(ctx):
             "ray_modules": float(len(ray_modules)), "deepspeed_loaded": float("deepspeed" in sys.modules)}
 
 
+def test_skips_with_no_checkpoint_to_roll_back_to_warn_and_go_on(shards, tmp_path):
+    """NaN losses at steps 3-5 and no checkpoint yet: the three skips are logged, a rollback_unavailable
+    warning follows, and the run trains on to its last step instead of dying."""
+    run = tmp_path / "nan-early"
+    proc = wordpool("train", "--nproc", "1", f"data.output={shards}", f"train.run_dir={run}", *TINY,
+                    "train.steps=7", "train.checkpoint_every=100", "fault.max_consecutive_skips=3",
+                    env={"WORDPOOL_FAULT_NAN_AT_STEPS": "3,4,5"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["reason"]) for r in lines if r["kind"] == "skip"] == [
+        (3, "nonfinite_loss"), (4, "nonfinite_loss"), (5, "nonfinite_loss")]
+    assert [r["step"] for r in lines if r["kind"] == "rollback_unavailable"] == [5]
+    assert "[rollback_unavailable] step 5/7" in proc.stdout
+    train = [r for r in lines if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6, 7] and train[-1]["loss"] == train[-1]["loss"]
+    assert json.loads((run / "control" / "exit.json").read_text())["reason"] == "finished"
+
+
 def test_skipped_updates_roll_back_and_eval_hooks_run(shards, tmp_path):
     """NaN losses at steps 6-8: each update is skipped and logged; after 3 in a row the run rolls back to
     checkpoint 4 and goes on with new data. Scheduled hooks (every N steps, on checkpoint, every T

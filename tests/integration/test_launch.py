@@ -5,6 +5,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,9 +20,9 @@ TINY = [  # as in test_train.py
 ]
 
 
-def wordpool(*args, timeout=60):
+def wordpool(*args, timeout=60, env=None):
     return subprocess.run([sys.executable, "-m", "launcher.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def launch_events(run_dir):
@@ -115,13 +116,16 @@ def test_config_error_fails_before_anything_starts(tmp_path):
     assert not run_dir.exists()
 
 
-def test_failed_run_reports_restarts_and_exits_nonzero(tmp_path):
-    """Ranks that fail at start (no shards): torchrun restarts them once, then the supervisor reports."""
+def test_failed_run_reports_restarts_and_exits_nonzero(shards, tmp_path):
+    """A rank that fails at its first step: torchrun restarts it once, then the supervisor reports."""
     run_dir = tmp_path / "run"
-    proc = wordpool("launch", "--nproc", "1", f"train.run_dir={run_dir}", f"data.output={tmp_path / 'none'}",
-                    "fault.max_restarts=1", "wandb.mode=disabled", timeout=180)
+    proc = wordpool("launch", "--nproc", "1", f"train.run_dir={run_dir}", f"data.output={shards}", *TINY,
+                    "fault.max_restarts=1", env={"WORDPOOL_FAULT_RAISE_AT": "1:0"}, timeout=180)
     assert proc.returncode not in (0, 75)
     assert "restarts used: 1 of 1" in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert errors == [f"wordpool launch: error: rank 0 on {socket.gethostname()} at step 1: RuntimeError: planted "
+                      f"fault at step 1 on rank 0"]
     reports = list((run_dir / "failures").glob("launch-*.json"))
     assert len(reports) == 1
     report = json.loads(reports[0].read_text())

@@ -2,6 +2,7 @@
 quickstart, ranks dying with their launcher. Exact resume after SIGKILLs is in test_fault.py; checkpoint
 selection on hand-made folders and the Ray-free training path in tests/unit."""
 import json
+import re
 import os
 import subprocess
 import sys
@@ -27,6 +28,12 @@ def test_quickstart_end_to_end_short(tmp_path):
     assert list((out / "run" / "wandb").glob("offline-run-*"))
     assert "validation bits/byte" in proc.stdout and "sample (" in proc.stdout
     assert f"Outputs in {out}" in proc.stdout
+    # a quiet console: wordpool's own lines only; Ray, streaming, DeepSpeed and warnings are in the logs
+    library = re.compile(r"\bINFO\b|WARNING|\[W\d|^W\d{4}|DeepSpeed|deepspeed|streaming|Warning|raylet|"
+                         r"Started a local Ray|torch\.distributed|Traceback")
+    noisy = [line for line in (proc.stdout + proc.stderr).splitlines() if library.search(line)]
+    assert not noisy, "\n".join(noisy[:20])
+    assert list((out / "logs").glob("quickstart-*.log")) and list((out / "run" / "logs").glob("train-*.log"))
     evals = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     bpb = [r["val_bpb"] for r in evals if r["kind"] == "eval"]
     assert bpb[-1] < bpb[0]
