@@ -96,25 +96,33 @@ def _train_tokenizer(cfg: DataConfig, inputs: list[str], out: OutputRoot) -> str
 
 def _init_ray(cfg: DataConfig):
     """Ray, quiet unless WORDPOOL_VERBOSE is set (`wordpool -v`, launcher/console.py): the job reports its
-    own progress per unit, so Ray's INFO lines and Ray Data's progress bars stay off the console."""
+    own progress per unit, so Ray's log lines and Ray Data's progress bars stay off the console (Ray's
+    loggers keep only the file handlers the command gave them)."""
     import logging
 
     import ray
 
     verbose = os.environ.get("WORDPOOL_VERBOSE", "") not in ("", "0")
-    level = logging.INFO if verbose else logging.WARNING
+    quiet = {} if verbose else {"configure_logging": False}
     if not ray.is_initialized():
         if cfg.ray_address:
-            ray.init(address=cfg.ray_address, log_to_driver=False, logging_level=level)
+            ray.init(address=cfg.ray_address, log_to_driver=False, **quiet)
         else:
             mem = cfg.object_store_mb * 2**20 if cfg.object_store_mb else None
             ray.init(num_cpus=cfg.num_cpus, object_store_memory=mem, include_dashboard=False, log_to_driver=False,
-                     logging_level=level)
+                     **quiet)
     import ray.data
 
-    ray.data.DataContext.get_current().enable_progress_bars = verbose
-    for name in ("ray", "ray.data"):  # Ray Data sets up its own logger when imported
-        logging.getLogger(name).setLevel(level)
+    if not verbose:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        for name in ("ray", "ray.data"):  # Ray Data sets up a console handler of its own when imported
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                    logger.removeHandler(handler)
+            if not logger.handlers:
+                logger.addHandler(logging.NullHandler())
+            logger.propagate = False
     return ray
 
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from pretrain.run_dir import RunDir, write_json_atomic
+from pretrain.training.rank_failure import PEER_ERRORS
 
 LAUNCH_REPORT = "launch-"  # failures/launch-*.json: a supervisor's reports
 
@@ -64,7 +65,10 @@ def same_failure_without_progress(reports: list[dict]) -> tuple[dict, dict] | No
         by_restart.setdefault(int(r.get("restart", 0)), []).append(r)
     causes = [(n, root_cause(rs)) for n, rs in sorted(by_restart.items())]
     for (n1, a), (n2, b) in zip(causes, causes[1:]):
-        if n2 == n1 + 1 and a and b and a.get("step") == b.get("step") and _signature(a) == _signature(b):
+        # first-hand reports only: a rank killed from outside (SIGKILL, out of memory) leaves none, and its
+        # peers' "connection reset" says nothing about whether the next attempt would fail too
+        first_hand = a and b and not a.get("secondary") and not b.get("secondary")
+        if n2 == n1 + 1 and first_hand and a.get("step") == b.get("step") and _signature(a) == _signature(b):
             return a, b
     return None
 
@@ -72,6 +76,26 @@ def same_failure_without_progress(reports: list[dict]) -> tuple[dict, dict] | No
 def _signature(report: dict) -> tuple:
     text = report.get("error") or report.get("why") or report.get("phase") or ""
     return report.get("kind"), report.get("rank"), re.sub(r"\d+", "#", text)
+
+
+# an exception's last line in a traceback, or a rank's own error line; torchrun prefixes ranks' lines "[rankN]:"
+_ERROR_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?((?:[\w.]+\.)?\w*(?:Error|Exception)|rank \d+: error): (.+)$")
+
+
+def last_error_in_log(log: Path) -> str | None:
+    """The last exception a rank printed, as `Type: message` (for a failure no report describes)."""
+    try:
+        lines = Path(log).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    found = []
+    for line in lines:
+        match = _ERROR_LINE.match(line.strip())
+        if match and "ChildFailedError" not in match.group(1):
+            kind, message = match.group(1).rsplit(".", 1)[-1], match.group(2).strip()
+            found.append(message if kind.startswith("rank") else f"{kind}: {message}")
+    first_hand = [f for f in found if not PEER_ERRORS.search(f)]  # a peer's "connection reset" is an effect
+    return (first_hand or found or [None])[-1]
 
 
 def write_launch_report(run: Path, record: dict) -> Path:
@@ -94,7 +118,9 @@ def explain_failure(command: str, run: Path, started: float, rc: int, log: Path 
     cause = root_cause(reports_since(run, started))
     if cause is None:
         why = "killed by a signal" if rc < 0 else f"exit code {rc}"
-        headline = (f"training failed ({why}) and no rank left a report: a rank was probably killed "
+        last = last_error_in_log(log) if log else None
+        headline = (f"training failed ({why}); no rank could write a report (a full disk?): {last}" if last else
+                    f"training failed ({why}) and no rank left a report: a rank was probably killed "
                     f"(out of memory?)")
     else:
         headline = describe(cause)

@@ -66,11 +66,11 @@ def check_run_dir_free(run_dir: str | Path) -> None:
 def preflight(cfg: WordpoolConfig, resume: str | None, check_lock: bool = True) -> None:
     """Every check a rank would fail on at start-up that can be made here. `check_lock` is off for one node
     of a multi-node job: another node's rank 0 may already hold the shared run directory's lock."""
+    if resume not in (None, "auto", "none"):  # the explicit argument first
+        from pretrain.checkpoint.store import resolve_resume
+
+        resolve_resume(resume, RunDir(cfg.train.run_dir).checkpoints)
     check_shards(cfg)
     check_train_split(Path(cfg.data.output) / "train")
     if check_lock:
         check_run_dir_free(cfg.train.run_dir)
-    if resume not in (None, "auto", "none"):
-        from pretrain.checkpoint.store import resolve_resume
-
-        resolve_resume(resume, RunDir(cfg.train.run_dir).checkpoints)
