@@ -96,14 +96,13 @@ def _train_tokenizer(cfg: DataConfig, inputs: list[str], out: OutputRoot) -> str
 
 def _init_ray(cfg: DataConfig):
     """Ray, quiet unless WORDPOOL_VERBOSE is set (`wordpool -v`, launcher/console.py): the job reports its
-    own progress per unit, so Ray's log lines and Ray Data's progress bars stay off the console (Ray's
-    loggers keep only the file handlers the command gave them)."""
-    import logging
-
+    own progress per unit, so Ray's log lines and Ray Data's progress bars stay off the console."""
     import ray
 
     verbose = os.environ.get("WORDPOOL_VERBOSE", "") not in ("", "0")
     quiet = {} if verbose else {"configure_logging": False}
+    if not verbose:
+        _quiet_ray_loggers()
     if not ray.is_initialized():
         if cfg.ray_address:
             ray.init(address=cfg.ray_address, log_to_driver=False, **quiet)
@@ -115,15 +114,22 @@ def _init_ray(cfg: DataConfig):
 
     if not verbose:
         ray.data.DataContext.get_current().enable_progress_bars = False
-        for name in ("ray", "ray.data"):  # Ray Data sets up a console handler of its own when imported
-            logger = logging.getLogger(name)
-            for handler in list(logger.handlers):
-                if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-                    logger.removeHandler(handler)
-            if not logger.handlers:
-                logger.addHandler(logging.NullHandler())
-            logger.propagate = False
+        _quiet_ray_loggers()  # Ray Data sets up a console handler of its own when imported
     return ray
+
+
+def _quiet_ray_loggers() -> None:
+    """Ray's loggers keep only file handlers (the command's log, launcher/console.py), never the console."""
+    import logging
+
+    for name in ("ray", "ray.data"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if not isinstance(handler, (logging.FileHandler, logging.NullHandler)):  # Ray's own print plainly
+                logger.removeHandler(handler)
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
+        logger.propagate = False
 
 
 def _merge_indexes(out: OutputRoot, summaries: list[dict[str, Any]]) -> None:

@@ -93,12 +93,12 @@ def quiet_libraries(log: Path | None) -> None:
     for name in LIBRARY_LOGGERS:
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
-            if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
+            if not isinstance(old, (logging.FileHandler, logging.NullHandler)):
                 logger.removeHandler(old)
         logger.addHandler(handler)
         logger.propagate = False
     root = logging.getLogger()  # libraries that log through the root logger (streaming's merge_index)
     for old in list(root.handlers):
-        if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
+        if not isinstance(old, (logging.FileHandler, logging.NullHandler)):
             root.removeHandler(old)
     root.addHandler(handler)
