@@ -7,6 +7,7 @@ finished units; a rerun with another config or other inputs is refused unless `f
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -99,23 +100,35 @@ def _init_ray(cfg: DataConfig):
     own progress per unit, so Ray's log lines and Ray Data's progress bars stay off the console."""
     import ray
 
+    import logging
+
     verbose = os.environ.get("WORDPOOL_VERBOSE", "") not in ("", "0")
     quiet = {} if verbose else {"configure_logging": False}
-    if not verbose:
-        _quiet_ray_loggers()
     if not ray.is_initialized():
-        if cfg.ray_address:
-            ray.init(address=cfg.ray_address, log_to_driver=False, **quiet)
-        else:
-            mem = cfg.object_store_mb * 2**20 if cfg.object_store_mb else None
-            ray.init(num_cpus=cfg.num_cpus, object_store_memory=mem, include_dashboard=False, log_to_driver=False,
-                     **quiet)
+        # ray.init drops the handlers of its loggers, so its notices (token authentication, …) would reach
+        # logging's last-resort printer: off for the call
+        with contextlib.nullcontext() if verbose else _without_last_resort(logging):
+            if cfg.ray_address:
+                ray.init(address=cfg.ray_address, log_to_driver=False, **quiet)
+            else:
+                mem = cfg.object_store_mb * 2**20 if cfg.object_store_mb else None
+                ray.init(num_cpus=cfg.num_cpus, object_store_memory=mem, include_dashboard=False,
+                         log_to_driver=False, **quiet)
     import ray.data
 
     if not verbose:
         ray.data.DataContext.get_current().enable_progress_bars = False
         _quiet_ray_loggers()  # Ray Data sets up a console handler of its own when imported
     return ray
+
+
+@contextlib.contextmanager
+def _without_last_resort(logging):
+    saved, logging.lastResort = logging.lastResort, None
+    try:
+        yield
+    finally:
+        logging.lastResort = saved
 
 
 def _quiet_ray_loggers() -> None:
