@@ -124,7 +124,7 @@ def _init_ray(cfg: DataConfig):
 
 @contextlib.contextmanager
 def _without_last_resort(logging):
-    saved, logging.lastResort = logging.lastResort, None
+    saved, logging.lastResort = logging.lastResort, logging.NullHandler()
     try:
         yield
     finally:

@@ -75,7 +75,8 @@ class MetricsLogger:
         if kind == "samples":
             return "\n".join(f"{head} {s['prompt']!r} -> {s['text']!r}" for s in v["samples"])
         if kind in ("attempt", "skip", "rollback", "rollback_unavailable", "checkpoint", "checkpoint_failed"):
-            return f"{head} " + " ".join(f"{k}={v[k]}" for k in v if k not in ("train_flops", "train_text_bytes"))
+            return f"{head} " + " ".join(f"{k}={v[k]:.4g}" if isinstance(v[k], float) else f"{k}={v[k]}"
+                                         for k in v if k not in ("train_flops", "train_text_bytes"))
         keys = [k for k in ("val_loss", "val_bpb", "val_word_acc") if k in v]
         buckets = [k for k in v if k.startswith("val_word_acc_freq_")]
         line = " ".join([head] + [f"{k.removeprefix('val_')} {v[k]:.4f}" for k in keys])

@@ -30,7 +30,7 @@ def test_quickstart_end_to_end_short(tmp_path):
     assert f"Outputs in {out}" in proc.stdout
     # a quiet console: wordpool's own lines only; Ray, streaming, DeepSpeed and warnings are in the logs
     library = re.compile(r"\bINFO\b|WARNING|\[W\d|^W\d{4}|DeepSpeed|deepspeed|streaming|Warning|raylet|"
-                         r"Started a local Ray|Ray cluster|torch\.distributed|Traceback")
+                         r"Started a local Ray|Ray cluster|No handlers|torch\.distributed|Traceback")
     noisy = [line for line in (proc.stdout + proc.stderr).splitlines()
              if library.search(line) and not line.startswith("== ")]  # its own "== 3/4 train: … DeepSpeed ZeRO-2"
     assert not noisy, "\n".join(noisy[:20])
