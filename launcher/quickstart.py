@@ -71,7 +71,8 @@ def quickstart(out: str, overrides: list[str] | None = None, nproc: int = 2) -> 
     print(f"done in {time.perf_counter() - start:.0f} s. Outputs in {out}:\n"
           f"  corpus/       the built-in text\n"
           f"  shards/       MDS train/val shards and stats.json\n"
-          f"  run/          checkpoints/, metrics.jsonl, wandb/ (offline; `wandb sync` to upload)\n"
+          f"  run/          checkpoints/, metrics.jsonl, wandb/ (offline; `wandb sync` to upload), logs/ (the ranks')\n"
+          f"  logs/         this command's library output (Ray, streaming); `wordpool -v quickstart` shows it\n"
           f"  quickstart.yaml  the full config; rerun training with "
           f"`wordpool train --config {config_file} --nproc {nproc} --resume auto`")
     return 0
