@@ -72,7 +72,7 @@ def quickstart(out: str, overrides: list[str] | None = None, nproc: int = 2) -> 
           f"  corpus/       the built-in text\n"
           f"  shards/       MDS train/val shards and stats.json\n"
           f"  run/          checkpoints/, metrics.jsonl, wandb/ (offline; `wandb sync` to upload), logs/ (the ranks')\n"
-          f"  logs/         this command's library output (Ray, streaming); `wordpool -v quickstart` shows it\n"
+          f"  logs/         what the libraries printed; `wordpool -v quickstart` shows it on the console\n"
           f"  quickstart.yaml  the full config; rerun training with "
           f"`wordpool train --config {config_file} --nproc {nproc} --resume auto`")
     return 0

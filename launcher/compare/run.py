@@ -182,9 +182,12 @@ def _cli(args: list[str], log: Path, env: dict[str, str]) -> None:
 
 
 def _error_line(log: Path) -> str | None:
-    """The last `error:` line `wordpool train` printed (its one-line account of a failure)."""
+    """The last `error:` line `wordpool train` printed (its one-line account of a failure), else the last
+    exception in the log (a single rank runs in place, without a launcher to print that line)."""
+    from launcher.failure_report import last_error_in_log
+
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if " error: " in line]
-    return lines[-1].split(" error: ", 1)[1] if lines else None
+    return lines[-1].split(" error: ", 1)[1] if lines else last_error_in_log(log)
 
 
 def skipped_steps(run_dir: Path) -> int:

@@ -61,3 +61,21 @@ def test_compare_end_to_end(english, tmp_path):
     assert "train:" not in again.stdout and again.stdout.count("done already") == 7
     rerun = json.loads((out / "results.json").read_text())
     assert rerun["models"]["bpe"]["summary"]["val_bpb"] == models["bpe"]["summary"]["val_bpb"]
+
+    # a run that fails is recorded with its reason, and the others finish: a fault planted at the last step
+    # of the model(s) with the most steps fails exactly those runs
+    most = max(m["steps"] for m in models.values())
+    failing = {kind for kind, m in models.items() if m["steps"] == most}
+    (out / "runs").rename(out / "runs-first")
+    faulty = subprocess.run([*cmd, "seeds=1"], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env={**env, "WORDPOOL_FAULT_RAISE_AT": f"{most}:0"})
+    assert faulty.returncode == 0, faulty.stdout[-3000:] + faulty.stderr[-3000:]
+    recorded = json.loads((out / "results.json").read_text())["models"]
+    for kind, m in recorded.items():
+        if kind in failing:
+            assert m["runs"] == [] and len(m["failed_runs"]) == len(m["sweep"])
+            assert all(f"planted fault at step {most} on rank 0" in f["reason"] for f in m["failed_runs"])
+        else:
+            assert m["failed_runs"] == [] and len(m["runs"]) == 1 and m["runs"][0]["val_bpb"] < 20
+    report = (out / "report.md").read_text()
+    assert "failed: " in report and "every run failed" in report
