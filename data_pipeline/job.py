@@ -11,17 +11,17 @@ import contextlib
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from schema import DataConfig, UserError, fault_plan
 from data_pipeline.documents import Document, read_file
-from data_pipeline.shard_format import SPLITS
+from data_pipeline.shard_format import JOB_FILE, SPLITS
 from data_pipeline.sources import expand_inputs, filesystem_for
 from data_pipeline.split import assign_split
 from data_pipeline.output import OutputRoot
 from data_pipeline.unit import marker_rel, process_unit
 
-JOB_FILE = "_job.json"
 # settings that do not change what is written (where Ray runs, not what it computes)
 _NOT_CONTENT = {"inputs", "output", "ray_address", "num_cpus", "object_store_mb"}
 
@@ -98,9 +98,9 @@ def _train_tokenizer(cfg: DataConfig, inputs: list[str], out: OutputRoot) -> str
 def _init_ray(cfg: DataConfig):
     """Ray, quiet unless WORDPOOL_VERBOSE is set (`wordpool -v`, launcher/console.py): the job reports its
     own progress per unit, so Ray's log lines and Ray Data's progress bars stay off the console."""
-    import ray
-
     import logging
+
+    import ray
 
     verbose = os.environ.get("WORDPOOL_VERBOSE", "") not in ("", "0")
     quiet = {} if verbose else {"configure_logging": False}
@@ -221,7 +221,6 @@ def repair_units(data_dir: str, units: set[int]) -> dict[str, Any]:
     shards are the original ones; changed inputs are refused (the job record no longer matches)."""
     from data_pipeline.shard_format import read_stats
     from data_pipeline.unit import remove_partial
-    from pathlib import Path
 
     root = Path(data_dir)
     cfg = DataConfig(**{**read_stats(root)["config"], "output": str(root)})

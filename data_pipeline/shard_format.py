@@ -21,6 +21,8 @@ import numpy as np
 SPLITS = ("train", "val")
 SHARD_HASH = "xxh64"  # written into index.json for every shard file (fast); checked by training and `verify`
 STATS_FILE = "stats.json"  # written last by prepare: a data folder holding it is complete
+JOB_FILE = "_job.json"  # written first by prepare: the job's config and inputs
+UNITS_DIR = "_units"  # each prepare unit's done marker and word counts
 TOKENIZERS = ("words", "bytes", "bpe")
 EOD_LEN = 0  # words: a zero-length word is the end-of-document marker
 BYTE_EOD = 256  # bytes: the token after the 256 byte values
@@ -37,6 +39,12 @@ def read_stats(data_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `wordpool prepare` to create {data_dir}")
     return json.loads(path.read_text())
+
+
+def split_has_samples(split_dir: str | Path) -> bool:
+    """Whether an MDS dataset folder's index.json lists any sample."""
+    index = Path(split_dir) / "index.json"
+    return index.is_file() and any(shard["samples"] for shard in json.loads(index.read_text())["shards"])
 
 
 def shard_config(data_dir: str | Path) -> dict[str, Any]:

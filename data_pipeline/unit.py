@@ -23,8 +23,8 @@ from schema import DataConfig, fault_plan
 from data_pipeline.documents import Document, Rejected, read_file
 from data_pipeline.output import OutputRoot
 from data_pipeline.segment import SegmentedBatch, segment_batch
-from data_pipeline.shard_format import (BYTE_EOD, COLUMNS, EOD_LEN, SHARD_HASH, SPLITS, DocItems, SamplePacker,
-                                       decomposition)
+from data_pipeline.shard_format import (BYTE_EOD, COLUMNS, EOD_LEN, SHARD_HASH, SPLITS, UNITS_DIR, DocItems,
+                                       SamplePacker, decomposition)
 from data_pipeline.sources import input_size
 from data_pipeline.split import assign_split
 
@@ -39,7 +39,7 @@ def unit_name(unit: int) -> str:
 
 
 def marker_rel(unit: int) -> str:
-    return f"_units/{unit_name(unit)}.json"
+    return f"{UNITS_DIR}/{unit_name(unit)}.json"
 
 
 def remove_partial(output: Path, unit: int) -> None:
@@ -48,7 +48,7 @@ def remove_partial(output: Path, unit: int) -> None:
     for split in SPLITS:
         for folder in [output / split / name, *(output / split).glob(f"len-*/{name}")]:
             shutil.rmtree(folder, ignore_errors=True)
-    (output / "_units" / f"{name}.freq.parquet").unlink(missing_ok=True)
+    (output / UNITS_DIR / f"{name}.freq.parquet").unlink(missing_ok=True)
 
 
 class _Writers:
@@ -183,11 +183,11 @@ def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_js
     for (split, bucket), packer in packers.items():
         emit(split, bucket, packer.flush())
     folders = writers.finish()
-    _write_freq(out / "_units" / f"{name}.freq.parquet", freq)
+    _write_freq(out / UNITS_DIR / f"{name}.freq.parquet", freq)
     summary = {"unit": unit, "path": path, "input_bytes": input_size(path, cfg.input_format, cfg.text_field),
                "counts": counts, "rejected": rejected, "folders": folders,
                "word_bytes_hist": word_bytes_hist.tolist(), "words_per_doc_hist": words_per_doc_hist.tolist()}
-    for rel in [*folders, f"_units/{name}.freq.parquet"]:
+    for rel in [*folders, f"{UNITS_DIR}/{name}.freq.parquet"]:
         root.publish(rel)
     fault_plan.strike("unit_written", unit=unit, driver_pid=driver_pid)  # tests: a crash before the marker
     marker = out / marker_rel(unit)

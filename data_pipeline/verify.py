@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipeline.reader import dataset_dirs
-from data_pipeline.shard_format import SPLITS, STATS_FILE, read_stats
-
-UNITS_DIR = "_units"
+from data_pipeline.shard_format import JOB_FILE, SPLITS, STATS_FILE, UNITS_DIR, read_stats
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ def data_root(dataset_dir: str | Path) -> Path:
     """The prepare output holding an MDS dataset folder (a split, or a split's length bucket)."""
     folder = Path(dataset_dir).resolve()
     for candidate in (folder, *folder.parents):
-        if (candidate / STATS_FILE).is_file() or (candidate / "_job.json").is_file():
+        if (candidate / STATS_FILE).is_file() or (candidate / JOB_FILE).is_file():
             return candidate
     return folder.parent
 
@@ -56,20 +54,26 @@ def shard_origin(dataset_dir: str | Path, basename: str, problem: str) -> ShardP
     return ShardProblem(folder / basename, split, unit, source, problem)
 
 
-def _check_file(folder: Path, info: dict[str, Any]) -> tuple[bytes | None, str | None]:
-    """The file's bytes, or the problem with it."""
+def _hash_problem(info: dict[str, Any], data: bytes) -> str | None:
+    """Which of index.json's hashes for this file `data` fails, if any."""
     from streaming.base.hashing import get_hash
 
+    for algo, expected in (info.get("hashes") or {}).items():
+        if get_hash(algo, data) != expected:
+            return f"{algo} hash differs from index.json's"
+    return None
+
+
+def _check_file(folder: Path, info: dict[str, Any]) -> tuple[bytes | None, str | None]:
+    """The file's bytes, or the problem with it."""
     path = folder / info["basename"]
     if not path.is_file():
         return None, "missing"
     data = path.read_bytes()
     if len(data) != info["bytes"]:
         return None, f"{len(data):,} bytes, index.json says {info['bytes']:,}"
-    for algo, expected in (info.get("hashes") or {}).items():
-        if get_hash(algo, data) != expected:
-            return None, f"{algo} hash differs from index.json's"
-    return data, None
+    problem = _hash_problem(info, data)
+    return (None, problem) if problem else (data, None)
 
 
 def check_shard(folder: Path, shard: dict[str, Any]) -> str | None:
@@ -88,12 +92,8 @@ def check_shard(folder: Path, shard: dict[str, Any]) -> str | None:
         return f"does not decompress ({type(exc).__name__}: {exc})"
     if len(data) != raw["bytes"]:
         return f"decompresses to {len(data):,} bytes, index.json says {raw['bytes']:,}"
-    from streaming.base.hashing import get_hash
-
-    for algo, expected in (raw.get("hashes") or {}).items():
-        if get_hash(algo, data) != expected:
-            return f"decompressed data: {algo} hash differs from index.json's"
-    return None
+    problem = _hash_problem(raw, data)
+    return f"decompressed data: {problem}" if problem else None
 
 
 def check_shards(data_dir: str | Path) -> tuple[list[ShardProblem], int]:
@@ -128,11 +128,11 @@ def check_accounts(data_dir: str | Path) -> list[str]:
         counted = stats["splits"][split].get("samples", 0)
         if listed != counted:
             problems.append(f"split {split}: the indexes list {listed:,} samples, stats.json counts {counted:,}")
-    markers = sorted((root / UNITS_DIR).glob("unit-*[0-9].json"))
+    markers = [json.loads(m.read_text()) for m in sorted((root / UNITS_DIR).glob("unit-*[0-9].json"))]
     if len(markers) != stats["units"]:
         problems.append(f"{len(markers)} unit markers in {root / UNITS_DIR}, stats.json counts {stats['units']} units")
     for key in ("documents", "words", "tokens", "document_bytes", "rejected_bytes"):
-        total = sum(json.loads(m.read_text())["counts"][s].get(key, 0) for m in markers for s in SPLITS)
+        total = sum(m["counts"][s].get(key, 0) for m in markers for s in SPLITS)
         expected = sum(stats["splits"][s].get(key, 0) for s in SPLITS)
         if total != expected:
             problems.append(f"{key}: the unit markers add up to {total:,}, stats.json counts {expected:,}")

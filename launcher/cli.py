@@ -381,8 +381,9 @@ def _speaker(command: str) -> str:
     run's one `wordpool <command>: error:` line from the ranks' reports)."""
     import os
 
-    return f"rank {os.environ['RANK']}" if "RANK" in os.environ and "LOCAL_RANK" in os.environ else \
-        f"wordpool {command}"
+    from launcher.local_launch import under_torchrun
+
+    return f"rank {os.environ.get('RANK', 0)}" if under_torchrun() else f"wordpool {command}"
 
 
 if __name__ == "__main__":

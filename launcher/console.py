@@ -91,14 +91,15 @@ def quiet_libraries(log: Path | None) -> None:
     logging.captureWarnings(True)
     warnings.simplefilter("default")  # each warning once, into the log
     for name in LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        for old in list(logger.handlers):
-            if not isinstance(old, (logging.FileHandler, logging.NullHandler)):
-                logger.removeHandler(old)
-        logger.addHandler(handler)
-        logger.propagate = False
-    root = logging.getLogger()  # libraries that log through the root logger (streaming's merge_index)
-    for old in list(root.handlers):
+        _to_file_only(logging.getLogger(name), handler)
+        logging.getLogger(name).propagate = False
+    _to_file_only(logging.getLogger(), handler)  # libraries that log through the root logger (streaming's merge_index)
+
+
+def _to_file_only(logger: logging.Logger, handler: logging.Handler) -> None:
+    """`logger` loses its console handlers (libraries' own print plainly: any handler but a file's) and gets
+    `handler`."""
+    for old in list(logger.handlers):
         if not isinstance(old, (logging.FileHandler, logging.NullHandler)):
-            root.removeHandler(old)
-    root.addHandler(handler)
+            logger.removeHandler(old)
+    logger.addHandler(handler)

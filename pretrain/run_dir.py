@@ -16,8 +16,8 @@ import contextlib
 import json
 import os
 import re
-import time
 import socket
+import time
 from pathlib import Path
 from typing import IO, Any, Iterator
 

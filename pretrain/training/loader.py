@@ -21,16 +21,11 @@ import torch
 from streaming import StreamingDataLoader, StreamingDataset
 
 from data_pipeline.reader import open_dataset
-from data_pipeline.shard_format import SHARD_HASH, shard_config
+from data_pipeline.shard_format import SHARD_HASH, shard_config, split_has_samples  # noqa: F401 (re-exported)
 from data_pipeline.shard_format import starts_document
 from pretrain.models.word_pooled import EOD, PAD
 from pretrain.models.token_lm import PAD_TOKEN
 from schema import UserError
-
-
-def split_has_samples(split_dir: str | Path) -> bool:
-    index = Path(split_dir) / "index.json"
-    return index.is_file() and any(shard["samples"] for shard in json.loads(index.read_text())["shards"])
 
 
 def encode_sample(sample: dict, words_per_sample: int, max_word_bytes: int) -> dict[str, torch.Tensor]:

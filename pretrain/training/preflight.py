@@ -3,17 +3,11 @@ data folder, shards that do not fit the model, a run directory another job holds
 fail in a second with one line, not after N ranks started (the ranks run the same checks again)."""
 from __future__ import annotations
 
-import fcntl
-import json
 from pathlib import Path
 
-from data_pipeline.shard_format import shard_config
+from data_pipeline.shard_format import shard_config, split_has_samples
 from pretrain.run_dir import RunDir
 from schema import TOKENIZER_OF, UserError, WordpoolConfig
-
-
-class RunDirLocked(UserError):
-    """Another live training job holds the run directory."""
 
 
 def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
@@ -45,22 +39,18 @@ def check_train_split(split_dir: Path) -> None:
     index = split_dir / "index.json"
     if not index.is_file():
         raise FileNotFoundError(f"no shards in {split_dir} ({index.name} missing): prepare did not finish there")
-    if not any(shard["samples"] for shard in json.loads(index.read_text())["shards"]):
+    if not split_has_samples(split_dir):
         raise UserError(f"the training split {split_dir} holds no samples: prepare more text, or lower "
                         f"data.val_fraction")
 
 
 def check_run_dir_free(run_dir: str | Path) -> None:
-    """RunDirLocked if a live job holds RUN_DIR/.lock (the lock dies with its process: a crash never leaves it)."""
+    """RunDirLocked if a live job holds RUN_DIR/.lock: taken and let go at once (run_files.lock_run_dir)."""
+    from pretrain.training.run_files import lock_run_dir
+
     path = RunDir(run_dir).lock
-    if not path.is_file():
-        return
-    with open(path) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirLocked(f"another training job is running in {path.parent} (it holds {path}): stop it "
-                               f"first, or use another train.run_dir") from None
+    if path.is_file():
+        lock_run_dir(path).close()
 
 
 def preflight(cfg: WordpoolConfig, resume: str | None, check_lock: bool = True) -> None:

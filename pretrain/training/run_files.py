@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pretrain.checkpoint import manifest
 from pretrain.run_dir import RunDir, write_json_atomic
-from pretrain.training.preflight import RunDirLocked
+from schema import UserError
 
 
 class TrainerFiles:
@@ -18,7 +18,7 @@ class TrainerFiles:
         self._lock = None
         if is_rank0:
             self.root.mkdir(parents=True, exist_ok=True)
-            self._lock = _lock(self.run.lock)
+            self._lock = lock_run_dir(self.run.lock)
             manifest.remove_stale_temporaries(self.checkpoints)
             # an earlier job's records; `wordpool launch` rewrites a stop request of its own within a second
             self.run.control_stop.unlink(missing_ok=True)
@@ -37,7 +37,11 @@ class TrainerFiles:
             self._lock.close()
 
 
-def _lock(path: Path):
+class RunDirLocked(UserError):
+    """Another live training job holds the run directory."""
+
+
+def lock_run_dir(path: Path):
     """One live training job per run folder; the lock dies with the process, so a crash never leaves it."""
     handle = open(path, "w")
     try:
