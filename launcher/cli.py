@@ -197,13 +197,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("--once, --timeout and --poll-seconds go with --watch")
     from pretrain.inference.loading import eval_checkpoint
 
-    record = eval_checkpoint(args.checkpoint, args.data_dir, args.max_batches)
+    record = eval_checkpoint(args.checkpoint, args.data_dir, args.max_batches, mean_context_gap=args.mean_context_gap)
     print(f"step {record['step']}: val bits/byte {record['val_bpb']:.4f}, next-word accuracy "
-          f"{record.get('val_word_acc', 0.0):.4f} over {record.get('val_words', 0):,.0f} words")
+          f"{record.get('val_word_acc', 0.0):.4f} over {record.get('val_words', 0):,.0f} words with a letter or digit")
+    print("  apart: " + ", ".join(f"{label} {record[f'val_word_acc_{kind}']:.4f} ({record[f'val_words_{kind}']:,.0f})"
+                                  for kind, label in (("space", "whitespace-only"), ("punct", "punctuation-only"))))
     buckets = [k.removeprefix("val_word_acc_freq_") for k in record if k.startswith("val_word_acc_freq_")]
     print("  by training frequency: " + ", ".join(
         f"{name}: {record['val_word_acc_freq_' + name]:.4f} ({record['val_words_freq_' + name]:,.0f} words)"
         for name in buckets))
+    if args.mean_context_gap:
+        print(f"  mean-context gap: {record['mean_context_gap']:+.4f} bits/byte (val bits/byte "
+              f"{record['val_bpb_mean_context']:.4f} with every backbone context replaced by their mean)")
     return 0
 
 
@@ -231,6 +236,9 @@ def _register_eval(sub) -> None:
     p.add_argument("--once", action="store_true", help="--watch: one pass over the checkpoints there now, then exit")
     p.add_argument("--data-dir", help="shards to evaluate on (default: the run's data.output)")
     p.add_argument("--max-batches", type=int, help="limit the number of val micro-batches")
+    p.add_argument("--mean-context-gap", action="store_true",
+                   help="word-pooled: also the val bits/byte lost when the backbone's context is replaced by its "
+                        "mean (how much the decoder uses the backbone)")
     p.set_defaults(func=cmd_eval)
 
 

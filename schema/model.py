@@ -52,6 +52,20 @@ class ModelConfig(Strict):
                               "padding, varlen attention (ops.varlen_attention; flash varlen kernels on CUDA); "
                               "bucketed: words grouped by length into power-of-two widths; padded: every word "
                               "padded to max_word_bytes (the reference)")
+    byte_encoder: Literal["word", "stream"] = Field(
+        "word", description="word: a bidirectional encoder over each word alone (Learn Your Tokens); stream: a causal "
+                            "encoder over the sample's flat byte stream with a sliding window (HAT), pooled per word "
+                            "by a latent query, whose byte states are also the decoder's input, so a word's first "
+                            "byte sees the bytes before it")
+    encoder_window: int = Field(64, ge=1, description="byte_encoder=stream: bytes each byte attends to (itself included)")
+    decoder_context: Literal["prefix", "every_layer"] = Field(
+        "prefix", description="prefix: the backbone context enters the decoder as its first position only; "
+                              "every_layer: also added to the residual stream before every decoder layer through a "
+                              "per-layer projection (what cross-attention to that one vector computes, HAT)")
+    hash_ngrams: list[int] = Field(
+        default_factory=list, description="byte n-gram sizes whose hashed embeddings are added to the encoder's byte "
+                                          "embeddings (BLT: [3, 4, 5, 6, 7, 8]); empty: none")
+    hash_buckets: int = Field(4096, ge=1, description="hash_ngrams: embedding rows per n-gram size")
     vocab_size: int | None = Field(None, ge=2, description="bytes/bpe baselines: filled in from the shards")
     max_word_bytes: int = Field(32, ge=4, description="derived from data.max_word_bytes: set that instead")
     max_words: int = Field(256, ge=2, description="longest sequence the model reads (generation window); derived "
@@ -64,4 +78,9 @@ class ModelConfig(Strict):
     def _heads_divide_width(self):
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.byte_encoder == "stream" and self.pooling != "latent":
+            raise ValueError("byte_encoder=stream pools each word with a latent query over its byte states: "
+                             "set model.pooling: latent")
+        if any(n < 1 for n in self.hash_ngrams) or len(set(self.hash_ngrams)) != len(self.hash_ngrams):
+            raise ValueError(f"hash_ngrams={self.hash_ngrams}: distinct sizes >= 1 expected")
         return self

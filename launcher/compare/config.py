@@ -7,6 +7,7 @@ before anything heavy is imported.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -30,11 +31,22 @@ class Backbone(Strict):
 
 
 class WordPooledSpec(Strict):
+    """The word-pooled model's own stacks and options (see schema.model.ModelConfig for each)."""
+
     encoder: StackConfig = Field(default_factory=StackConfig)
     decoder: StackConfig = Field(default_factory=StackConfig)
-    pooling: str = Field("cls", pattern="^(cls|latent)$")
+    pooling: Literal["cls", "latent"] = "cls"
     pool_tokens: int = Field(1, ge=1, le=4)
+    byte_encoder: Literal["word", "stream"] = "word"
+    encoder_window: int = Field(64, ge=1)
+    decoder_context: Literal["prefix", "every_layer"] = "prefix"
+    hash_ngrams: list[int] = Field(default_factory=list)
+    hash_buckets: int = Field(4096, ge=1)
     lrs: list[float] = Field(min_length=1, description="learning rates tried on the first seed")
+
+    def model_fields_for(self) -> dict:
+        """The ModelConfig fields this spec sets."""
+        return self.model_dump(exclude={"lrs"})
 
 
 class TokenSpec(Strict):
@@ -50,11 +62,36 @@ class BpeSpec(TokenSpec):
 
 class Models(Strict):
     word_pooled: WordPooledSpec
-    bytes: TokenSpec
-    bpe: BpeSpec
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="more word-pooled models, each its name -> the word_pooled keys it "
+                                          "changes (an ablation: every one runs like a model of its own)")
+    bytes: TokenSpec | None = Field(None, description="the byte baseline; absent: not run")
+    bpe: BpeSpec | None = Field(None, description="the BPE baseline; absent: not run")
 
-    def lrs(self, kind: str) -> list[float]:
-        return getattr(self, kind).lrs
+    @model_validator(mode="after")
+    def _check_variants(self):
+        for name, changes in self.variants.items():
+            if name in MODEL_KINDS or not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"models.variants.{name}: a name of letters, digits, - and _, not a model kind")
+            try:
+                self.spec(name)
+            except ValueError as exc:
+                raise ValueError(f"models.variants.{name}: {exc}") from None
+        return self
+
+    def entries(self) -> dict[str, str]:
+        """Every model to run, name -> its model kind, in the report's order."""
+        names = {"word_pooled": "word_pooled", **{name: "word_pooled" for name in self.variants}}
+        return names | {kind: kind for kind in ("bytes", "bpe") if getattr(self, kind) is not None}
+
+    def spec(self, name: str):
+        """The spec of a model kind or a variant (the word_pooled spec with the variant's changes)."""
+        if name in MODEL_KINDS:
+            return getattr(self, name)
+        return WordPooledSpec(**{**self.word_pooled.model_dump(), **self.variants[name]})
+
+    def lrs(self, name: str) -> list[float]:
+        return self.spec(name).lrs
 
 
 class Budget(Strict):

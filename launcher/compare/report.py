@@ -8,9 +8,17 @@ from pathlib import Path
 import yaml
 
 MODEL_NAMES = {"word_pooled": "word-pooled", "bpe": "BPE", "bytes": "bytes"}
+
+
+def model_name(entry: str) -> str:
+    """A model kind's display name, or a word-pooled variant's ("word-pooled: <variant>")."""
+    return MODEL_NAMES.get(entry, f"word-pooled: {entry}")
 BUCKETS = ("0", "1-10", "11-100", ">100")
 CURVE_PLOT = "val_bpb_vs_flops.png"
 BUCKET_PLOT = "accuracy_by_frequency.png"
+
+
+_NONE = {"mean": None}  # a statistic a model does not have (older results, or the gap of a baseline)
 
 
 def _pm(stat: dict, digits: int = 4, scale: float = 1.0) -> str:
@@ -32,18 +40,22 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def results_table(results: dict) -> list[str]:
     header = (["model", "params", "steps", "train FLOPs", "train text bytes", "best LR", "val bits/byte",
-               "next-word acc"] + [f"acc, freq {b}" for b in BUCKETS] + ["train text bytes/s"])
+               "next-word acc"] + [f"acc, freq {b}" for b in BUCKETS]
+              + ["acc, whitespace words", "acc, punctuation words", "mean-context gap (bits/byte)",
+                 "train text bytes/s"])
     rows = []
     for kind, m in results["models"].items():
         s = m["summary"]
         if not m["runs"]:
-            rows.append([MODEL_NAMES[kind], f"{m['params']:,}", f"{m['steps']:,}"] + ["every run failed"]
+            rows.append([model_name(kind), f"{m['params']:,}", f"{m['steps']:,}"] + ["every run failed"]
                         + ["-"] * (len(header) - 4))
             continue
         text_bytes = sum(r["train_text_bytes"] for r in m["runs"]) / len(m["runs"])
-        rows.append([MODEL_NAMES[kind], f"{m['params']:,}", f"{m['steps']:,}", f"{s['train_flops']['mean']:.3g}",
+        rows.append([model_name(kind), f"{m['params']:,}", f"{m['steps']:,}", f"{s['train_flops']['mean']:.3g}",
                      f"{text_bytes:,.0f}", f"{m['best_lr']:g}", _pm(s["val_bpb"]), _pm(s["val_word_acc"])]
-                    + [_pm(s[f"val_word_acc_freq_{b}"]) for b in BUCKETS] + [_pm(s["bytes_per_s"], 0)])
+                    + [_pm(s[f"val_word_acc_freq_{b}"]) for b in BUCKETS]
+                    + [_pm(s.get(k, _NONE)) for k in ("val_word_acc_space", "val_word_acc_punct", "mean_context_gap")]
+                    + [_pm(s["bytes_per_s"], 0)])
     return _table(header, rows)
 
 
@@ -52,7 +64,7 @@ def _metric(row: dict, key: str) -> str:
 
 
 def sweep_table(results: dict) -> list[str]:
-    rows = [[MODEL_NAMES[kind], f"{row['lr']:g}", _metric(row, "val_bpb"), _metric(row, "val_word_acc"),
+    rows = [[model_name(kind), f"{row['lr']:g}", _metric(row, "val_bpb"), _metric(row, "val_word_acc"),
              f"{row.get('skipped_steps', 0)}", f"failed: {row['failed']}" if row.get("failed")
              else "yes" if row["lr"] == m["best_lr"] else ""]
             for kind, m in results["models"].items() for row in m["sweep"]]
@@ -61,9 +73,8 @@ def sweep_table(results: dict) -> list[str]:
 
 
 def data_table(results: dict) -> list[str]:
-    per_sample = {"words": results["models"]["word_pooled"]["symbols_per_sample"],
-                  "bytes": results["models"]["bytes"]["symbols_per_sample"],
-                  "bpe": results["models"]["bpe"]["symbols_per_sample"]}
+    tokenization = {"word_pooled": "words", "bytes": "bytes", "bpe": "bpe"}
+    per_sample = {tokenization[m.get("kind", name)]: m["symbols_per_sample"] for name, m in results["models"].items()}
     rows = []
     for tok, d in results["data"].items():
         tokens = f"{d['tokens']:,}" if d.get("tokens") else "-"
@@ -79,12 +90,12 @@ def per_seed_table(results: dict) -> list[str]:
     for kind, m in results["models"].items():
         for r in m["runs"]:
             wall = f"{r['train_wall_seconds']:.0f}" if r.get("train_wall_seconds") else "-"
-            rows.append([MODEL_NAMES[kind], f"{r['seed']}", f"{r['lr']:g}", f"{r['val_bpb']:.4f}",
+            rows.append([model_name(kind), f"{r['seed']}", f"{r['lr']:g}", f"{r['val_bpb']:.4f}",
                          f"{r['val_word_acc']:.4f}", f"{r['val_words']:,.0f}", f"{r['train_flops']:.3g}",
                          f"{r['bytes_per_s']:,.0f}", wall, f"{r.get('skipped_steps', 0)}"])
         for f in m.get("failed_runs", []):
             if f["seed"]:  # seed 0's failures are in the sweep table
-                rows.append([MODEL_NAMES[kind], f"{f['seed']}", f"{f['lr']:g}", f"failed: {f['reason']}"]
+                rows.append([model_name(kind), f"{f['seed']}", f"{f['lr']:g}", f"failed: {f['reason']}"]
                             + ["-"] * 5 + [f"{f['skipped_steps']}"])
     return _table(["model", "seed", "LR", "val bits/byte", "next-word acc", "val words", "train FLOPs",
                    "text bytes/s", "wall s", "skipped updates"], rows)
@@ -102,7 +113,7 @@ def plot_curves(results: dict, path: Path) -> None:
         for j, r in enumerate(m["runs"]):
             points = [p for p in r["curve"] if p["train_flops"] > 0]
             ax.plot([p["train_flops"] for p in points], [p["val_bpb"] for p in points], "o-", color=color,
-                    alpha=0.8, markersize=3, label=f"{MODEL_NAMES[kind]} (lr {m['best_lr']:g})" if j == 0 else None)
+                    alpha=0.8, markersize=3, label=f"{model_name(kind)} (lr {m['best_lr']:g})" if j == 0 else None)
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (useful, forward + backward)")
     ax.set_ylabel("validation bits/byte")
@@ -128,8 +139,8 @@ def plot_buckets(results: dict, path: Path) -> None:
         means = [m["summary"][k]["mean"] or 0.0 for k in keys]
         stds = [m["summary"][k]["std"] or 0.0 for k in keys]
         xs = [g + (i - (len(results["models"]) - 1) / 2) * width for g in range(len(groups))]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=MODEL_NAMES[kind], color=f"C{i}")
-    ax.set_xticks(range(len(groups)), ["all words", *(f"seen {b}x" for b in BUCKETS)])
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=model_name(kind), color=f"C{i}")
+    ax.set_xticks(range(len(groups)), ["all (letter/digit)", *(f"seen {b}x" for b in BUCKETS)])
     ax.set_ylabel("next-word accuracy (exact whole word, greedy)")
     ax.set_title(f"{results['name']}: accuracy by training frequency (mean ± sd over seeds)")
     ax.grid(axis="y", alpha=0.3)
@@ -154,7 +165,10 @@ def write_report(results: dict, out: Path) -> None:
         f"{cfg['backbone']['n_heads']} heads) and the same training budget of {cfg['budget']['train_flops']:.3g} "
         f"useful FLOPs per run (steps = budget / measured FLOPs per step). All models scored by the same scorer "
         f"(`wordpool eval`): bits per UTF-8 text byte, and exact next-word accuracy with greedy decoding up to "
-        f"the model's own next word boundary. Device: {results['device']}; {results['nproc']} rank(s) per run, "
+        f"the model's own next word boundary, over the words that hold a letter or a digit (whitespace-only "
+        f"and punctuation-only words are scored in columns of their own; frequency buckets hold the former "
+        f"only). Mean-context gap: the val bits/byte a word-pooled model loses when every backbone context "
+        f"is replaced by the batch mean (how much its decoder uses the backbone). Device: {results['device']}; {results['nproc']} rank(s) per run, "
         f"{results['parallel']} run(s) at a time.",
         "",
         f"## Results (mean ± sd over {seeds} seed(s), best LR of the sweep)",
@@ -163,7 +177,7 @@ def write_report(results: dict, out: Path) -> None:
         "",
         "Accuracy by frequency: the target word's count in the training split (0 = never seen in training). "
         "Val words scored per bucket (" + ", ".join(BUCKETS) + "): "
-        + "; ".join(f"{MODEL_NAMES[k]} " + " / ".join(_words_in_bucket(m, b) for b in BUCKETS)
+        + "; ".join(f"{model_name(k)} " + " / ".join(_words_in_bucket(m, b) for b in BUCKETS)
                     for k, m in results["models"].items())
         + (". The final eval reads the first " f"{cfg['budget']['final_eval_batches']} val micro-batches of each "
            "tokenization (about the same text, not exactly the same words)." if cfg["budget"]["final_eval_batches"]

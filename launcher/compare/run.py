@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from launcher.compare.config import MODEL_KINDS, CompareConfig
+from launcher.compare.config import CompareConfig
 from pretrain.run_dir import RunDir, read_jsonl, write_json_atomic
 from schema import TOKENIZER_OF, WordpoolConfig, validate
 
@@ -40,7 +40,7 @@ BPE_BYTES_PER_TOKEN_GUESS = 3.3  # only sizes the first BPE pass; the real value
 
 @dataclass
 class Run:
-    kind: str
+    name: str  # the model's entry: a model kind, or a word-pooled variant's name
     lr: float
     seed: int
     steps: int
@@ -49,7 +49,7 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{self.kind} lr={self.lr:g} seed={self.seed}"
+        return f"{self.name} lr={self.lr:g} seed={self.seed}"
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -59,19 +59,29 @@ def _prepare(cfg: CompareConfig, tokenizer: str, out: Path, tokens_per_sample: i
     from data_pipeline.shard_format import read_stats
 
     update = {"output": str(out), "tokenizer": tokenizer, "tokens_per_sample": tokens_per_sample,
-              "bpe_vocab_size": cfg.models.bpe.vocab_size}
+              "bpe_vocab_size": _bpe_vocab(cfg)}
     prepare_or_replace(cfg.data.model_copy(update=update))  # the folder belongs to this compare
     return read_stats(out)
 
 
+def _bpe_vocab(cfg: CompareConfig) -> int:
+    from schema import DataConfig
+
+    return cfg.models.bpe.vocab_size if cfg.models.bpe else DataConfig().bpe_vocab_size
+
+
 def prepare_data(cfg: CompareConfig, out: Path) -> tuple[dict[str, Path], dict[str, dict], dict[str, int]]:
-    """The three tokenizations under out/data/, their stats, and each model's symbols per sample."""
+    """The tokenizations the models read under out/data/, their stats, and each model kind's symbols per
+    sample."""
     folders = {tok: out / "data" / tok for tok in ("words", "bytes", "bpe")}
     stats = {"words": _prepare(cfg, "words", folders["words"], cfg.data.words_per_sample)}
     bytes_per_sample = cfg.data.words_per_sample * stats["words"]["bytes_per_word"]
-    per_sample = {"word_pooled": cfg.data.words_per_sample,
-                  "bytes": cfg.models.bytes.tokens_per_sample or round(bytes_per_sample)}
-    stats["bytes"] = _prepare(cfg, "bytes", folders["bytes"], per_sample["bytes"])
+    per_sample = {"word_pooled": cfg.data.words_per_sample}
+    if cfg.models.bytes is not None:
+        per_sample["bytes"] = cfg.models.bytes.tokens_per_sample or round(bytes_per_sample)
+        stats["bytes"] = _prepare(cfg, "bytes", folders["bytes"], per_sample["bytes"])
+    if cfg.models.bpe is None:
+        return folders, stats, per_sample
     bpe_tokens = cfg.models.bpe.tokens_per_sample
     if bpe_tokens is None:  # matched bytes need the BPE's bytes/token: from an earlier pass if there is one
         from data_pipeline.shard_format import STATS_FILE, read_stats
@@ -92,19 +102,18 @@ def prepare_data(cfg: CompareConfig, out: Path) -> tuple[dict[str, Path], dict[s
 
 # ---------------------------------------------------------------------------------------------- runs
 
-def base_config(cfg: CompareConfig, kind: str, data_dir: Path, per_sample: int) -> WordpoolConfig:
-    """The `wordpool train` config of one model, before steps/lr/seed are known (the model's word size and
-    sequence length follow from the data section)."""
+def base_config(cfg: CompareConfig, name: str, data_dir: Path, per_sample: int) -> WordpoolConfig:
+    """The `wordpool train` config of one model entry, before steps/lr/seed are known (the model's word
+    size and sequence length follow from the data section)."""
+    kind = cfg.models.entries()[name]
     model = {"kind": kind, **cfg.backbone.model_dump()}
     if kind == "word_pooled":
-        spec = cfg.models.word_pooled
-        model.update(encoder=spec.encoder.model_dump(), decoder=spec.decoder.model_dump(), pooling=spec.pooling,
-                     pool_tokens=spec.pool_tokens)
+        model.update(cfg.models.spec(name).model_fields_for())
     data = cfg.data.model_copy(update={"output": str(data_dir), "tokenizer": TOKENIZER_OF[kind],
-                                       "tokens_per_sample": per_sample, "bpe_vocab_size": cfg.models.bpe.vocab_size})
+                                       "tokens_per_sample": per_sample, "bpe_vocab_size": _bpe_vocab(cfg)})
     raw = {"data": data.model_dump(), "model": model, "train": cfg.train.model_dump(mode="json"),
            "wandb": {"mode": "disabled"}}
-    return validate(raw, f"compare {cfg.name} / {kind}")
+    return validate(raw, f"compare {cfg.name} / {name}")
 
 
 def measure_flops_per_step(wcfg: WordpoolConfig, n_batches: int, nproc: int) -> tuple[float, int]:
@@ -125,16 +134,16 @@ def measure_flops_per_step(wcfg: WordpoolConfig, n_batches: int, nproc: int) -> 
     return per_micro_batch * wcfg.train.grad_accum * nproc, params
 
 
-def make_run(cfg: CompareConfig, base: WordpoolConfig, kind: str, lr: float, seed: int, steps: int,
+def make_run(cfg: CompareConfig, base: WordpoolConfig, name: str, lr: float, seed: int, steps: int,
              runs_dir: Path) -> Run:
-    run_dir = (runs_dir / kind / f"lr{lr:g}-seed{seed}").resolve()
+    run_dir = (runs_dir / name / f"lr{lr:g}-seed{seed}").resolve()
     b = cfg.budget
     every = max(1, steps // b.evals)
     train = base.train.model_copy(update={
         "run_dir": str(run_dir), "steps": steps, "lr": lr, "seed": seed,
         "warmup_steps": min(steps - 1, round(b.warmup_fraction * steps)), "eval_every": every,
         "checkpoint_every": steps, "eval_batches": b.curve_eval_batches, "log_every": max(1, steps // 50)})
-    return Run(kind, lr, seed, steps, run_dir, base.model_copy(update={"train": train}))
+    return Run(name, lr, seed, steps, run_dir, base.model_copy(update={"train": train}))
 
 
 def _final_checkpoint(run: Run) -> Path:
@@ -230,7 +239,8 @@ def execute(run: Run, cfg: CompareConfig, env: dict[str, str], say) -> dict:
     from pretrain.inference.loading import eval_checkpoint
 
     with _EVAL_LOCK:
-        final = eval_checkpoint(checkpoint, None, cfg.budget.final_eval_batches)
+        final = eval_checkpoint(checkpoint, None, cfg.budget.final_eval_batches,
+                                mean_context_gap=run.config.model.kind == "word_pooled")
     final["train_wall_seconds"] = train_seconds
     final["skipped_steps"] = skipped_steps(run.run_dir)
     write_json_atomic(done, final)  # whole or absent: it marks the run done
@@ -256,7 +266,8 @@ def run_summary(run: Run, final: dict) -> dict:
     last = train[max(train)] if train else {}
     metrics = {k: v for k, v in final.items() if k.startswith("val_")}
     return {
-        "kind": run.kind, "lr": run.lr, "seed": run.seed, "steps": run.steps, "run_dir": str(run.run_dir),
+        "name": run.name, "kind": run.config.model.kind, "lr": run.lr, "seed": run.seed, "steps": run.steps,
+        "run_dir": str(run.run_dir),
         **metrics, "skipped_steps": final.get("skipped_steps", 0),
         "train_flops": last.get("train_flops"), "train_text_bytes": last.get("train_text_bytes"),
         "bytes_per_s": statistics.median(r["bytes_per_s"] for r in timed) if timed else None,
@@ -276,7 +287,8 @@ def spread(values: list[float]) -> dict:
 
 
 SUMMARY_KEYS = ("val_bpb", "val_word_acc", "val_word_acc_freq_0", "val_word_acc_freq_1-10",
-                "val_word_acc_freq_11-100", "val_word_acc_freq_>100", "bytes_per_s", "flops_per_s", "train_flops")
+                "val_word_acc_freq_11-100", "val_word_acc_freq_>100", "val_word_acc_space", "val_word_acc_punct",
+                "mean_context_gap", "bytes_per_s", "flops_per_s", "train_flops")
 
 
 def _bpb_or_inf(final: dict) -> float:
@@ -302,47 +314,48 @@ def compare(cfg: CompareConfig, out: Path | None = None, log=print) -> dict:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.parallel))  # final evals run beside trainings
+    entries = cfg.models.entries()
     plan = {}
-    for kind in MODEL_KINDS:
-        base = base_config(cfg, kind, folders[TOKENIZER_OF[kind]], per_sample[kind])
+    for name, kind in entries.items():
+        base = base_config(cfg, name, folders[TOKENIZER_OF[kind]], per_sample[kind])
         flops_per_step, params = measure_flops_per_step(base, cfg.budget.flop_estimate_batches, cfg.nproc)
         steps = max(1, int(cfg.budget.train_flops // flops_per_step))
-        plan[kind] = {"base": base, "flops_per_step": flops_per_step, "params": params, "steps": steps}
-        say(f"{kind}: {params:,} parameters, {flops_per_step:.3e} FLOPs/step -> {steps} steps")
+        plan[name] = {"base": base, "flops_per_step": flops_per_step, "params": params, "steps": steps}
+        say(f"{name}: {params:,} parameters, {flops_per_step:.3e} FLOPs/step -> {steps} steps")
 
     runs_dir = out / "runs"
-    sweep = {k: [make_run(cfg, p["base"], k, lr, 0, p["steps"], runs_dir) for lr in cfg.models.lrs(k)]
-             for k, p in plan.items()}
-    flat = [r for k in MODEL_KINDS for r in sweep[k]]
+    sweep = {n: [make_run(cfg, p["base"], n, lr, 0, p["steps"], runs_dir) for lr in cfg.models.lrs(n)]
+             for n, p in plan.items()}
+    flat = [r for n in entries for r in sweep[n]]
     say(f"LR sweep: {len(flat)} runs on seed 0")
     sweep_finals = dict(zip([id(r) for r in flat], execute_all(flat, cfg, say)))
 
     best = {}
-    for kind in MODEL_KINDS:
-        best[kind] = min(sweep[kind], key=lambda r: _bpb_or_inf(sweep_finals[id(r)]))
-        say(f"{kind}: best lr {best[kind].lr:g}")
+    for name in entries:
+        best[name] = min(sweep[name], key=lambda r: _bpb_or_inf(sweep_finals[id(r)]))
+        say(f"{name}: best lr {best[name].lr:g}")
     # a model whose every LR failed has no best LR to repeat
-    seed_runs = [make_run(cfg, plan[k]["base"], k, best[k].lr, seed, plan[k]["steps"], runs_dir)
-                 for k in MODEL_KINDS for seed in range(1, cfg.seeds) if "failed" not in sweep_finals[id(best[k])]]
+    seed_runs = [make_run(cfg, plan[n]["base"], n, best[n].lr, seed, plan[n]["steps"], runs_dir)
+                 for n in entries for seed in range(1, cfg.seeds) if "failed" not in sweep_finals[id(best[n])]]
     if seed_runs:
         say(f"seeds: {len(seed_runs)} runs with the best LRs")
     seed_finals = execute_all(seed_runs, cfg, say)
 
     models = {}
-    for kind in MODEL_KINDS:
-        chosen = [best[kind]] + [r for r in seed_runs if r.kind == kind]
-        finals = [sweep_finals[id(best[kind])]] + [f for r, f in zip(seed_runs, seed_finals) if r.kind == kind]
+    for name, kind in entries.items():
+        chosen = [best[name]] + [r for r in seed_runs if r.name == name]
+        finals = [sweep_finals[id(best[name])]] + [f for r, f in zip(seed_runs, seed_finals) if r.name == name]
         runs = [run_summary(r, f) for r, f in zip(chosen, finals) if "failed" not in f]
         failed = [{"lr": r.lr, "seed": r.seed, "reason": f["failed"], "skipped_steps": f.get("skipped_steps", 0)}
-                  for r, f in [*zip(sweep[kind], [sweep_finals[id(r)] for r in sweep[kind]]),
+                  for r, f in [*zip(sweep[name], [sweep_finals[id(r)] for r in sweep[name]]),
                                *zip(chosen[1:], finals[1:])] if "failed" in f]
-        models[kind] = {
-            "params": plan[kind]["params"], "flops_per_step": plan[kind]["flops_per_step"],
-            "steps": plan[kind]["steps"], "symbols_per_sample": per_sample[kind], "best_lr": best[kind].lr,
+        models[name] = {
+            "kind": kind, "params": plan[name]["params"], "flops_per_step": plan[name]["flops_per_step"],
+            "steps": plan[name]["steps"], "symbols_per_sample": per_sample[kind], "best_lr": best[name].lr,
             "sweep": [{"lr": r.lr, "val_bpb": sweep_finals[id(r)].get("val_bpb"),
                        "val_word_acc": sweep_finals[id(r)].get("val_word_acc"),
                        "skipped_steps": sweep_finals[id(r)].get("skipped_steps", 0),
-                       "failed": sweep_finals[id(r)].get("failed")} for r in sweep[kind]],
+                       "failed": sweep_finals[id(r)].get("failed")} for r in sweep[name]],
             "runs": runs, "failed_runs": failed,
             "summary": {key: spread([r.get(key) for r in runs]) for key in SUMMARY_KEYS},
         }

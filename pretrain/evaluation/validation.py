@@ -59,18 +59,17 @@ class WordScorer:
     def as_tensor(self) -> torch.Tensor:
         return self.counts.as_tensor()
 
-    def summary(self, reduced: torch.Tensor, prefix: str) -> tuple[float, float, dict[str, float]]:
-        """(words scored, words correct, per-bucket metrics) from the all-reduced counts."""
-        counts = type(self.counts).from_tensor(self.buckets, reduced)
-        return float(counts.totals.sum()), float(counts.correct.sum()), counts.summary(prefix)
+    def summary(self, reduced: torch.Tensor, prefix: str) -> dict[str, float]:
+        """Word metrics (see BucketCounts.summary) from the all-reduced counts."""
+        return type(self.counts).from_tensor(self.buckets, reduced).summary(prefix)
 
 
 @torch.no_grad()
 def evaluate(forward: Callable, loader: Iterable, max_batches: int, device: torch.device,
              all_reduce: Callable[[torch.Tensor], None] | None = None,
              scorer: WordScorer | None = None) -> dict[str, float]:
-    """Val metrics over at most `max_batches` micro-batches (per rank). Without a scorer only the word
-    model reports next-word accuracy (and no frequency buckets)."""
+    """Val metrics over at most `max_batches` micro-batches (per rank). Next-word accuracy comes from the
+    scorer only (the same splitter-based word classes for every model kind); without one, none."""
     sums = torch.zeros(5, dtype=torch.float64)
     if scorer is not None:
         scorer.reset()
@@ -83,11 +82,10 @@ def evaluate(forward: Callable, loader: Iterable, max_batches: int, device: torc
             scorer.add(batch, out)
     if all_reduce is not None:
         all_reduce(sums)
-    buckets: dict[str, float] = {}
+    words: dict[str, float] = {}
     if scorer is not None:
         counts = scorer.as_tensor()
         if all_reduce is not None:
             all_reduce(counts)
-        words, correct, buckets = scorer.summary(counts, "val_")
-        sums[3], sums[4] = words, correct  # the same splitter-based counts for every model kind
-    return {**summarize(sums, "val_"), **buckets}
+        words = scorer.summary(counts, "val_")
+    return {**summarize(sums, "val_"), **words}

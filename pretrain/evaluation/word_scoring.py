@@ -331,33 +331,55 @@ class FrequencyBuckets:
         return self.names[self.index(word)]
 
 
+WORD_CLASSES = ("content", "space", "punct")
+
+
+def word_class(word: bytes) -> str:
+    """content: holds a letter or a digit (the headline accuracy counts these); space: whitespace only
+    (newlines make up a sixth of some corpora's words and are easy); punct: everything else."""
+    text = word.decode("utf-8", errors="replace")
+    if any(ch.isalnum() for ch in text):
+        return "content"
+    return "space" if text.isspace() else "punct"
+
+
 class BucketCounts:
-    """Scored words and correct ones per frequency bucket; sums, so ranks all-reduce them as one tensor."""
+    """Scored words and correct ones: content words per frequency bucket, whitespace-only and
+    punctuation-only words apart. Sums, so ranks all-reduce them as one tensor."""
 
     def __init__(self, buckets: FrequencyBuckets):
         self.buckets = buckets
-        self.totals = np.zeros(len(buckets.names), dtype=np.float64)
+        self.totals = np.zeros(len(buckets.names), dtype=np.float64)  # content words per bucket
         self.correct = np.zeros(len(buckets.names), dtype=np.float64)
+        self.other_totals = np.zeros(2, dtype=np.float64)  # space, punct
+        self.other_correct = np.zeros(2, dtype=np.float64)
 
     def add(self, words_and_hits: Iterable[tuple[bytes, bool]]) -> "BucketCounts":
         for word, hit in words_and_hits:
-            i = self.buckets.index(word)
-            self.totals[i] += 1
-            self.correct[i] += bool(hit)
+            kind = word_class(word)
+            if kind == "content":
+                i = self.buckets.index(word)
+                self.totals[i] += 1
+                self.correct[i] += bool(hit)
+            else:
+                j = WORD_CLASSES.index(kind) - 1
+                self.other_totals[j] += 1
+                self.other_correct[j] += bool(hit)
         return self
 
     def merge(self, other: "BucketCounts") -> "BucketCounts":
         if other.buckets.names != self.buckets.names:
             raise ValueError("cannot merge counts over different buckets")
-        self.totals += other.totals
-        self.correct += other.correct
+        for name in ("totals", "correct", "other_totals", "other_correct"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
         return self
 
     def as_array(self) -> np.ndarray:
-        return np.concatenate([self.totals, self.correct])
+        return np.concatenate([self.totals, self.correct, self.other_totals, self.other_correct])
 
     def as_tensor(self, device=None):
-        """[totals..., correct...] as one float64 tensor (for torch.distributed.all_reduce)."""
+        """[totals..., correct..., space/punct totals, space/punct correct] as one float64 tensor
+        (for torch.distributed.all_reduce)."""
         import torch
 
         return torch.tensor(self.as_array(), dtype=torch.float64, device=device)
@@ -365,17 +387,24 @@ class BucketCounts:
     @classmethod
     def from_tensor(cls, buckets: FrequencyBuckets, values) -> "BucketCounts":
         array = np.asarray(values.detach().cpu() if hasattr(values, "detach") else values, dtype=np.float64)
-        if array.shape != (2 * len(buckets.names),):
-            raise ValueError(f"expected {2 * len(buckets.names)} values, got shape {array.shape}")
+        n = len(buckets.names)
+        if array.shape != (2 * n + 4,):
+            raise ValueError(f"expected {2 * n + 4} values, got shape {array.shape}")
         counts = cls(buckets)
-        counts.totals, counts.correct = array[: len(buckets.names)].copy(), array[len(buckets.names):].copy()
+        counts.totals, counts.correct = array[:n].copy(), array[n:2 * n].copy()
+        counts.other_totals, counts.other_correct = array[2 * n:2 * n + 2].copy(), array[2 * n + 2:].copy()
         return counts
 
     def summary(self, prefix: str = "") -> dict[str, float]:
-        """{prefix}word_acc_freq_{name} (0.0 for an empty bucket, like metrics.summarize) and
-        {prefix}words_freq_{name} (scored words) per bucket."""
-        out: dict[str, float] = {}
+        """{prefix}word_acc / words over content words; {prefix}word_acc_space / words_space and _punct
+        for the others; {prefix}word_acc_freq_{name} / words_freq_{name} per bucket of content words
+        (an empty group's accuracy is 0.0, like metrics.summarize)."""
+        out = {f"{prefix}word_acc": self.correct.sum() / max(self.totals.sum(), 1.0),
+               f"{prefix}words": float(self.totals.sum())}
+        for kind, total, hits in zip(WORD_CLASSES[1:], self.other_totals.tolist(), self.other_correct.tolist()):
+            out[f"{prefix}word_acc_{kind}"] = hits / max(total, 1.0)
+            out[f"{prefix}words_{kind}"] = total
         for name, total, hits in zip(self.buckets.names, self.totals.tolist(), self.correct.tolist()):
             out[f"{prefix}word_acc_freq_{name}"] = hits / max(total, 1.0)
             out[f"{prefix}words_freq_{name}"] = total
-        return out
+        return {k: float(v) for k, v in out.items()}

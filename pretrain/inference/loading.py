@@ -1,6 +1,7 @@
 """Use a checkpoint without DeepSpeed: rebuild the model, evaluate on val shards, generate text."""
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -33,11 +34,18 @@ def checkpoint_step(folder: str | Path) -> int:
 
 
 def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches: int | None = None,
-                    loaded: tuple[WordPooledLM, WordpoolConfig] | None = None, log_to_run: bool = True) -> dict:
+                    loaded: tuple[WordPooledLM, WordpoolConfig] | None = None, log_to_run: bool = True,
+                    mean_context_gap: bool = False) -> dict:
     """Val bits/byte, next-word accuracy and accuracy by training frequency (the same scorer for every
     model kind); appended to the run's metrics.jsonl like the trainer's unless `log_to_run` is False
-    (the watcher keeps its own log: its records must not replace the trainer's eval of the same step)."""
+    (the watcher keeps its own log: its records must not replace the trainer's eval of the same step).
+    mean_context_gap (word-pooled only): also val bits/byte with every backbone context replaced by
+    their mean over each batch (`val_bpb_mean_context`), and the difference (`mean_context_gap`): the
+    bits/byte the decoder owes to the backbone."""
     model, cfg = loaded or load_model(folder)
+    if mean_context_gap and cfg.model.kind != "word_pooled":
+        raise ValueError(f"the mean-context gap measures a word-pooled model's decoder; {folder} holds a "
+                         f"{cfg.model.kind} model")
     data_dir = data_dir or cfg.data.output
     meta = shard_config(data_dir)
     if not split_has_samples(Path(data_dir) / "val"):
@@ -46,7 +54,12 @@ def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches
                             cfg.train.micro_batch_size, False, cfg.train.seed, cfg.train.num_canonical_nodes, 0,
                             drop_last=False)
     scorer = WordScorer(cfg.model.kind, data_dir, meta["max_word_bytes"], meta.get("split_digits", False))
-    values = evaluate(model, loader, max_batches or len(loader), torch.device("cpu"), scorer=scorer)
+    batches = max_batches or len(loader)
+    values = evaluate(model, loader, batches, torch.device("cpu"), scorer=scorer)
+    if mean_context_gap:
+        mean = evaluate(functools.partial(model, mean_context=True), loader, batches, torch.device("cpu"))
+        values["val_bpb_mean_context"] = mean["val_bpb"]
+        values["mean_context_gap"] = mean["val_bpb"] - values["val_bpb"]
     step = checkpoint_step(folder)
     record = {"kind": "eval", "step": step, "time": time.time(), "checkpoint": str(folder), **values}
     metrics = RunDir(cfg.train.run_dir).metrics

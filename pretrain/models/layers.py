@@ -121,24 +121,54 @@ class Block(nn.Module):
         return x + self.drop(self.mlp_out(F.silu(gate) * up))
 
 
-class Stack(nn.Module):
-    """n_layers Blocks + final RMSNorm; the same class serves encoder, backbone and decoder."""
+def sliding_window_mask(q_start: int, n_queries: int, n_keys: int, window: int, device) -> torch.Tensor:
+    """[n_queries, n_keys] bool: query at absolute position q_start+i sees keys j with q-window < j <= q."""
+    q = torch.arange(q_start, q_start + n_queries, device=device).unsqueeze(1)
+    k = torch.arange(n_keys, device=device)
+    return (k <= q) & (k > q - window)
 
-    def __init__(self, d: int, n_layers: int, n_heads: int, mlp_ratio: float, dropout: float, rope_base: float):
+
+class Stack(nn.Module):
+    """n_layers Blocks + final RMSNorm; the same class serves encoder, backbone and decoder.
+
+    With cond_dim, a conditioning vector per sequence is projected and added to the residual stream
+    before every block (one projection per layer): cross-attention to a single key/value computes
+    exactly such a projection, since softmax over one key is 1 whatever the query."""
+
+    def __init__(self, d: int, n_layers: int, n_heads: int, mlp_ratio: float, dropout: float, rope_base: float,
+                 cond_dim: int | None = None):
         super().__init__()
         if (d // n_heads) % 2:
             raise ValueError(f"head dim {d // n_heads} (d_model={d}, n_heads={n_heads}) must be even for RoPE")
         self.d, self.n_heads, self.mlp_hidden = d, n_heads, round(mlp_ratio * d)
         self.head_dim, self.rope_base = d // n_heads, rope_base
         self.blocks = nn.ModuleList(Block(d, n_heads, mlp_ratio, dropout) for _ in range(n_layers))
+        self.cond = None
+        if cond_dim is not None:
+            self.cond = nn.ModuleList(nn.Linear(cond_dim, d, bias=False) for _ in range(n_layers))
+            for proj in self.cond:
+                proj.is_residual_proj = True
         self.norm = RMSNorm(d)
         self.checkpoint_activations = False  # set by the trainer (train.activation_checkpointing)
 
-    def forward(self, x, causal: bool, key_mask=None, cache: KVCache | None = None):
+    def _conditioned(self, x, i: int, cond, rows=None):
+        if cond is None:
+            return x
+        added = self.cond[i](cond).to(x.dtype)  # once per sequence, not per position
+        return x + (added[rows] if rows is not None else added.unsqueeze(1))
+
+    def forward(self, x, causal: bool, key_mask=None, cache: KVCache | None = None, cond=None,
+                window: int | None = None):
+        """x [N, T, d]. cond [N, cond_dim] (a Stack built with cond_dim). window: causal attention to the
+        last `window` positions only (key_mask is then built here; positions count from the cache's start)."""
         start = cache.length if cache is not None else 0
+        if window is not None:
+            key_mask = sliding_window_mask(start, x.shape[1], start + x.shape[1], window, x.device)
+            causal = False
         rope = rope_angles(x.shape[1], self.head_dim, self.rope_base, x.device, start)
         recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.blocks):
+            x = self._conditioned(x, i, cond)
             if recompute:  # keep only each block's input; its activations are recomputed in backward
                 x = torch.utils.checkpoint.checkpoint(block, x, rope, causal, key_mask, use_reentrant=False)
             else:
@@ -147,12 +177,14 @@ class Stack(nn.Module):
             cache.length += x.shape[1]
         return self.norm(x)
 
-    def forward_packed(self, x, positions, cu_seqlens, max_seqlen: int, causal: bool):
+    def forward_packed(self, x, positions, cu_seqlens, max_seqlen: int, causal: bool, cond=None, cond_rows=None):
         """Packed sequences (see Block.forward_packed); positions [total] = each row's position within its
-        sequence (RoPE restarts at 0 for each). max_seqlen bounds the lengths (a static bound: no sync)."""
+        sequence (RoPE restarts at 0 for each). max_seqlen bounds the lengths (a static bound: no sync).
+        cond [n, cond_dim] per sequence, cond_rows [total] the sequence of each row."""
         rope = rope_angles_at(positions, self.head_dim, self.rope_base)
         recompute = self.checkpoint_activations and self.training and torch.is_grad_enabled()
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            x = self._conditioned(x, i, cond, cond_rows)
             if recompute:
                 x = torch.utils.checkpoint.checkpoint(block.forward_packed, x, rope, cu_seqlens, max_seqlen, causal,
                                                       use_reentrant=False)

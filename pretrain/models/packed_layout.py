@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ops import cross_entropy_sum, varlen_attention
 
-__all__ = ["Packing", "pack", "encode_words_packed", "decode_loss_packed"]
+__all__ = ["Packing", "pack", "encode_words_packed", "latent_pool_packed", "decode_loss_packed"]
 
 
 @dataclass
@@ -40,10 +40,9 @@ def pack(seqlens: torch.Tensor, max_seqlen: int) -> Packing:
     return Packing(cu, max_seqlen, seq, pos)
 
 
-def _byte_ids(symbols: torch.Tensor, packing: Packing, prefix: int) -> torch.Tensor:
-    """Each packed row's symbol id (rows of the prefix slots get a placeholder, 0: overwritten later)."""
-    col = (packing.pos - prefix).clamp(min=0)
-    return torch.where(packing.pos >= prefix, symbols[packing.seq, col], 0)
+def _byte_cols(packing: Packing, prefix: int) -> torch.Tensor:
+    """Each packed row's byte column in its word (0 on the prefix-slot rows, which are overwritten)."""
+    return (packing.pos - prefix).clamp(min=0)
 
 
 def _slot_rows(packing: Packing, prefix: int) -> torch.Tensor:
@@ -51,7 +50,7 @@ def _slot_rows(packing: Packing, prefix: int) -> torch.Tensor:
     return (packing.starts.unsqueeze(1) + torch.arange(prefix, device=packing.seq.device)).flatten()
 
 
-def _latent_pool_packed(latent, h: torch.Tensor, packing: Packing) -> torch.Tensor:
+def latent_pool_packed(latent, h: torch.Tensor, packing: Packing) -> torch.Tensor:
     """LatentPool on packed encoder states h [total, d]: one query per word -> [n, 1, d]."""
     n, d, H = packing.cu_seqlens.numel() - 1, h.shape[-1], latent.n_heads
     q = latent.q(latent.query).view(1, H, d // H).expand(n, H, d // H).contiguous()  # kernels want real rows
@@ -65,34 +64,37 @@ def _latent_pool_packed(latent, h: torch.Tensor, packing: Packing) -> torch.Tens
 def encode_words_packed(model, symbols: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
     """symbols [n, L] (PAD past each length), lens [n] all >= 1 -> word vectors [n, p, d_model]."""
     L, p = symbols.shape[1], model.p
+    embedded = model.enc_embed(symbols)  # [n, L, d]: n-gram hashes need each word's row intact
     if model.cfg.pooling == "cls":
         packing = pack(lens + p, p + L)
-        x = model.enc_emb(_byte_ids(symbols, packing, p))
+        x = embedded[packing.seq, _byte_cols(packing, p)]
         slots = model.pool_emb.to(x.dtype).expand(lens.numel(), -1, -1).reshape(-1, x.shape[-1])
         x = x.index_copy(0, _slot_rows(packing, p), slots)
         h = model.encoder.forward_packed(x, packing.pos, packing.cu_seqlens, packing.max_seqlen, causal=False)
         h = h[_slot_rows(packing, p)].view(lens.numel(), p, -1)
     else:
         packing = pack(lens, L)
-        x = model.enc_emb(_byte_ids(symbols, packing, 0))
+        x = embedded[packing.seq, packing.pos]
         h = model.encoder.forward_packed(x, packing.pos, packing.cu_seqlens, packing.max_seqlen, causal=False)
-        h = _latent_pool_packed(model.latent, h, packing)
+        h = latent_pool_packed(model.latent, h, packing)
     return model.enc_to_word(h)
 
 
-def decode_loss_packed(model, ctx: torch.Tensor, symbols: torch.Tensor, lens: torch.Tensor,
-                       eow: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher-forced decoding of n words from their contexts ctx [n, p, d_model]; symbols [n, L],
-    lens [n] all >= 1. Returns (summed fp32 NLL over every symbol and end-of-word, hits [n] bool: the
-    constrained argmax got every one of them right)."""
+def decode_loss_packed(model, ctx: torch.Tensor, inputs, rows: torch.Tensor, symbols: torch.Tensor,
+                       lens: torch.Tensor, with_eow: torch.Tensor, eow: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced decoding of the words `rows` (all present) from their contexts ctx[rows] and
+    DecoderInputs; symbols [n, L], lens [n], with_eow [n] (an end-of-word target due) of those words. Returns (summed fp32 NLL
+    over every target symbol, hits [n] bool: the constrained argmax got every one of them right)."""
     n, L = symbols.shape
     p = model.p
     packing = pack(lens + p, p + L)
-    x = model.dec_emb(_byte_ids(symbols, packing, p))
-    x = x.index_copy(0, _slot_rows(packing, p), model.word_to_dec(ctx).to(x.dtype).reshape(n * p, -1))
-    h = model.decoder.forward_packed(x, packing.pos, packing.cu_seqlens, packing.max_seqlen, causal=True)
-    # slot p-1 predicts the first byte, ..., the last byte predicts end-of-word: lens+1 outputs per word
-    out = pack(lens + 1, L + 1)
+    x = inputs.at(rows[packing.seq], _byte_cols(packing, p))
+    start, cond = model.decoder_start(ctx[rows], None if inputs.slot is None else inputs.slot[rows])
+    x = x.to(start.dtype).index_copy(0, _slot_rows(packing, p), start.reshape(n * p, -1))
+    h = model.decoder.forward_packed(x, packing.pos, packing.cu_seqlens, packing.max_seqlen, causal=True,
+                                     cond=cond, cond_rows=packing.seq)
+    # slot p-1 predicts the first byte, ..., the last byte predicts end-of-word (where one is a target)
+    out = pack(lens + with_eow.long(), L + 1)
     logits = model.head(h[packing.starts[out.seq] + p - 1 + out.pos])
     symbols = F.pad(symbols, (0, 1))
     targets = torch.where(out.pos < lens[out.seq], symbols[out.seq, out.pos], eow)

@@ -25,15 +25,15 @@ def stack_sums(out: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def summarize(sums: torch.Tensor, prefix: str = "") -> dict[str, float]:
-    nll, symbols, text_bytes, words, correct = sums.tolist()
+    """Loss and bits/byte. Next-word accuracy is not among them: it needs the word classes of the
+    evaluation's scorer (pretrain.evaluation.word_scoring), which the in-model counts do not have."""
+    nll, symbols, text_bytes, _, _ = sums.tolist()
     out = {
         f"{prefix}loss": nll / max(symbols, 1),  # nats per predicted symbol (word model: bytes + EOW)
         f"{prefix}bpb": nll / math.log(2) / max(text_bytes, 1),
         f"{prefix}text_bytes": text_bytes,
         f"{prefix}symbols": symbols,
     }
-    if words:  # token models score words only in evaluation (the splitter runs on CPU there)
-        out.update({f"{prefix}word_acc": correct / words, f"{prefix}words": words})
     return out
 
 
@@ -80,6 +80,8 @@ class MetricsLogger:
         keys = [k for k in ("val_loss", "val_bpb", "val_word_acc") if k in v]
         buckets = [k for k in v if k.startswith("val_word_acc_freq_")]
         line = " ".join([head] + [f"{k.removeprefix('val_')} {v[k]:.4f}" for k in keys])
+        if "val_word_acc_space" in v:
+            line += f" (whitespace {v['val_word_acc_space']:.3f}, punct {v['val_word_acc_punct']:.3f} apart)"
         if buckets:
             line += " | acc by train freq " + " ".join(f"{k.removeprefix('val_word_acc_freq_')}:{v[k]:.3f}"
                                                        for k in buckets)

@@ -19,3 +19,25 @@ def test_compare_config_errors_name_the_key(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match=r"models.bpe.lrz: unknown key"):
         load_compare_config(path)
+
+
+def test_compare_variants_and_optional_baselines(tmp_path):
+    raw = tiny_config(tmp_path / "t.txt", tmp_path / "out")
+    del raw["models"]["bytes"]
+    raw["models"]["variants"] = {"stream": {"byte_encoder": "stream", "pooling": "latent", "lrs": [1e-2]},
+                                 "hashed": {"hash_ngrams": [3, 4]}}
+    path = tmp_path / "variants.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    models = load_compare_config(path).models
+    assert models.entries() == {"word_pooled": "word_pooled", "stream": "word_pooled", "hashed": "word_pooled",
+                                "bpe": "bpe"}
+    assert models.spec("stream").byte_encoder == "stream" and models.lrs("stream") == [1e-2]
+    assert models.spec("hashed").hash_ngrams == [3, 4] and models.lrs("hashed") == models.lrs("word_pooled")
+    raw["models"]["variants"] = {"bad": {"decoder_context": "sideways"}}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="models.variants.bad"):
+        load_compare_config(path)
+    raw["models"]["variants"] = {"bytes": {}}
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="not a model kind"):
+        load_compare_config(path)

@@ -15,7 +15,7 @@ from texts import CHINESE, write_text
 from data_pipeline.reader import iter_samples, rebuild_documents
 from data_pipeline.stats import WORD_FREQ_FILE, read_word_freq
 from data_pipeline.shard_format import starts_document
-from pretrain.evaluation.word_scoring import (BucketCounts, FrequencyBuckets, bpe_byte_table, data_config,
+from pretrain.evaluation.word_scoring import (BucketCounts, FrequencyBuckets, word_class, bpe_byte_table, data_config,
                                    score_token_predictions, token_byte_table)
 
 BYTES = [bytes([i]) for i in range(256)] + [None]
@@ -307,3 +307,19 @@ def test_bucket_names_and_counts():
     assert summary["val/word_acc_freq_1"] == 0.0 and summary["val/words_freq_1"] == 1
     assert summary["val/word_acc_freq_>100"] == 1.0 and summary["val/words_freq_>100"] == 2
     assert summary["val/word_acc_freq_2-10"] == 0.0 and summary["val/words_freq_2-10"] == 0
+
+
+def test_word_classes_keep_whitespace_and_punctuation_out_of_the_headline():
+    words = [b" the", b"\n", b"  \n", b",", " «".encode(), b"42", " für".encode(), "。".encode(), "中".encode(), b" x."]
+    assert [word_class(w) for w in words] == ["content", "space", "space", "punct", "punct", "content", "content",
+                                              "punct", "content", "content"]
+    buckets = FrequencyBuckets({b" the": 500}, edges=(0, 10, 100))
+    counts = BucketCounts(buckets).add([(b" the", True), (b" cat", False), (b"\n", True), (b"\n", False),
+                                        (b"!", False)])
+    again = BucketCounts.from_tensor(buckets, counts.as_tensor())
+    assert again.as_array().tolist() == counts.as_array().tolist()
+    summary = again.summary("val_")
+    assert summary["val_word_acc"] == 0.5 and summary["val_words"] == 2  # " the" and " cat" only
+    assert summary["val_word_acc_space"] == 0.5 and summary["val_words_space"] == 2
+    assert summary["val_word_acc_punct"] == 0.0 and summary["val_words_punct"] == 1
+    assert summary["val_words_freq_>100"] == 1 and summary["val_words_freq_0"] == 1  # buckets: content words

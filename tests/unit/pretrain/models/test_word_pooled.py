@@ -5,9 +5,16 @@ import pytest
 import torch
 
 from schema import ModelConfig, StackConfig
+from pretrain.models import flops
 from pretrain.models.word_pooled import EOD, EOW, PAD, POOL, VOCAB, WordPooledLM
 
 L, W = 8, 8
+# the architecture options, alone and together (stream: a window shorter than a sample's stream)
+STREAM = dict(pooling="latent", byte_encoder="stream", encoder_window=6)
+HASHED = dict(hash_ngrams=[2, 3], hash_buckets=64)
+VARIANTS = [dict(), dict(pool_tokens=3), dict(pooling="latent"), dict(decoder_context="every_layer"), HASHED, STREAM,
+            dict(STREAM, decoder_context="every_layer", **HASHED)]
+IDS = ["cls1", "cls3", "latent", "every_layer", "hashed", "stream", "all"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -73,8 +80,9 @@ def test_word_level_causality():
         assert not torch.allclose(out[:, k:], ref[:, k:])
 
 
-def test_byte_level_causality():
-    model = make_model()
+@pytest.mark.parametrize("variant", [VARIANTS[0], VARIANTS[-1]], ids=["cls1", "all"])
+def test_byte_level_causality(variant):
+    model = make_model(**variant)
     words, lens, _ = random_batch()
     ref = model.decoder_logits(words, lens)
     k = 5  # b" jumps!" in sample 0, predicted by entry k-1
@@ -107,7 +115,10 @@ def test_counts_and_targets():
     words, lens, text = random_batch()
     out = model(words, lens, text)
     tgt_lens = lens[:, 1:]
-    assert out["n_symbols"].item() == sum(int(n) + 1 for n in tgt_lens.flatten() if n > 0)
+    eod = words[:, 1:, 0] == EOD
+    # every word's symbols, and an end-of-word after each one shorter than L that is not the EOD marker
+    assert out["n_symbols"].item() == sum(int(n) + int(0 < n < L and not e)
+                                          for n, e in zip(tgt_lens.flatten(), eod.flatten()))
     assert out["n_text_bytes"].item() == text[:, 1:].sum().item()
     assert out["n_words"].item() == (text[:, 1:] > 0).sum().item()  # EOD markers are not words
     assert 0 <= out["n_correct"].item() <= out["n_words"].item()
@@ -115,9 +126,9 @@ def test_counts_and_targets():
     # Untrained: roughly uniform over VOCAB.
     assert abs(out["loss"].item() - math.log(VOCAB)) < 1.0
     tgt = WordPooledLM.targets(words, lens)
-    assert tgt[0, 3, :3].tolist() == [EOD, EOW, -100]           # EOD marker word
+    assert tgt[0, 3, :3].tolist() == [EOD, -100, -100]          # EOD marker word: generation ends it there
     assert tgt[0, 0, :5].tolist() == [*b"The", EOW, -100]
-    assert tgt[0, 6].tolist() == [*b"12345678", EOW]              # full-length word
+    assert tgt[0, 6].tolist() == [*b"12345678", -100]             # full-length word: over at the cap
     assert (tgt[1, 6:] == -100).all()                            # absent words
     for v in out.values():
         assert torch.is_tensor(v) and v.dtype == torch.float32 and v.dim() == 0
@@ -128,7 +139,7 @@ def test_memorize_then_generate():
     # Enc/dec width 32 rather than 16: the narrower model memorizes too slowly for a quick test.
     model = WordPooledLM(small_cfg(encoder=StackConfig(d_model=32, n_layers=1, n_heads=2),
                                    decoder=StackConfig(d_model=32, n_layers=1, n_heads=2))).train()
-    doc = [b"The", b" cat", b" sat", b" on", b" the", b" mat", None, b"Hi"]
+    doc = [b"The", b" cat", b" sat", b" on", b" the", b" catnip!", None, b"Hi"]  # " catnip!": L bytes
     words, lens, text = batch_from([doc, [b"A", b" dog", b" ran", b"!"]])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     first = None
@@ -143,6 +154,7 @@ def test_memorize_then_generate():
     assert out["loss"].item() < 0.1 * first
     assert out["n_correct"].item() == out["n_words"].item()
     assert model.generate([b"The", b" cat"], max_words=3) == [b" sat", b" on", b" the"]
+    assert model.generate(doc[:5], max_words=1) == [b" catnip!"]  # scored and generated without an EOW
     # EOD comes back as b"" and continues into the next document unless told to stop.
     assert model.generate(doc[:6], max_words=2) == [b"", b"Hi"]
     assert model.generate(doc[:6], max_words=2, stop_at_eod=True) == [b""]
@@ -206,11 +218,10 @@ def test_bf16_and_num_params():
 
 
 # ---- pooling variants, bucketed layout, cached generation, scorer counts, FLOPs --------------------
-VARIANTS = [dict(), dict(pool_tokens=3), dict(pooling="latent")]
 
 
 @pytest.mark.parametrize("layout", ["bucketed", "packed"])
-@pytest.mark.parametrize("variant", VARIANTS, ids=["cls1", "cls3", "latent"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 def test_fast_layouts_equal_padded(variant, layout):
     words, lens, text = random_batch()
     fast, ref = make_model(layout=layout, **variant), make_model(layout="padded", **variant)
@@ -228,7 +239,7 @@ def test_fast_layouts_equal_padded(variant, layout):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the packed fast path (varlen kernels, Triton "
                     "cross-entropy) runs on CUDA only; no GPU in this session")
-@pytest.mark.parametrize("variant", VARIANTS, ids=["cls1", "cls3", "latent"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 def test_packed_fast_path_on_cuda_equals_padded(variant):
     batch = [t.cuda() for t in random_batch()]
     fast, ref = make_model(layout="packed", **variant).cuda(), make_model(layout="padded", **variant).cuda()
@@ -241,7 +252,7 @@ def test_packed_fast_path_on_cuda_equals_padded(variant):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-3, msg=name)
 
 
-@pytest.mark.parametrize("variant", VARIANTS[1:], ids=["cls3", "latent"])
+@pytest.mark.parametrize("variant", VARIANTS[1:], ids=IDS[1:])
 def test_variants_are_causal_over_words(variant):
     model = make_model(**variant)
     words, lens, _ = random_batch()
@@ -254,7 +265,7 @@ def test_variants_are_causal_over_words(variant):
     assert not torch.allclose(out[:, 3:], ref[:, 3:])
 
 
-@pytest.mark.parametrize("variant", VARIANTS, ids=["cls1", "cls3", "latent"])
+@pytest.mark.parametrize("variant", VARIANTS, ids=IDS)
 def test_cached_generation_equals_uncached(variant):
     model = make_model(seed=3, **variant)  # max_words=16: the 24-word prompt makes the window slide
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
@@ -274,7 +285,8 @@ def test_word_scorer_counts_hand_made_predictions(monkeypatch):
                [b"a", b" bb", b" ccc", b" dddd", None, b"e"]]
     words, lens, text = batch_from(samples)
 
-    def forced(ctx, symbols):
+    def forced(ctx, inputs, idx, width):
+        symbols = inputs.index[idx, :width]  # the per-word encoder reads byte embeddings: index = symbols
         n, w = symbols.shape
         logits = torch.zeros(n, w + 1, VOCAB)
         nxt = torch.cat([symbols, torch.full((n, 1), PAD)], dim=1)
@@ -286,7 +298,7 @@ def test_word_scorer_counts_hand_made_predictions(monkeypatch):
         runs_on = (symbols == ord("Z")).any(1, keepdim=True) & (nxt == EOW)
         nxt = torch.where(runs_on, ord("s"), nxt)
         logits.scatter_(2, nxt.unsqueeze(-1), 10.0)
-        return logits + 0 * ctx.sum()
+        return logits + 0 * ctx[idx].sum()
 
     monkeypatch.setattr(model, "_decode_rows", forced)
     out = model(words, lens, text, details=True)
@@ -312,35 +324,20 @@ def test_flop_counter_matches_torch_for_the_matmuls():
         counts = counter.get_flop_counts()["Global"]
         measured = sum(v for k, v in counts.items() if "mm" in str(k))
         attention = sum(v for k, v in counts.items() if "attention" in str(k))
-        ours = model.train_flops(lens)
+        ours = model.train_flops(words, lens)
+        linear, attn = flops.word_pooled_parts(model, words, lens)
+        assert ours == pytest.approx(3 * (linear + attn), rel=1e-12)
         # ours counts attention over the pairs actually attended; torch counts SDPA as full squares
         # (and not at all on CPU), so compare the matmuls exactly and attention as a bound
-        assert ours - 3 * flops_attention(model, lens) == pytest.approx(measured, rel=1e-9)
-        assert flops_attention(model, lens) > 0 and (attention == 0 or 3 * flops_attention(model, lens) <= attention)
+        assert 3 * linear == pytest.approx(measured, rel=1e-9), variant
+        assert attn > 0 and (attention == 0 or 3 * attn <= attention)
 
 
-def flops_attention(model, lens):
-    """The attention part of pretrain.models.flops.word_pooled's forward count (its 4·d·pairs terms)."""
-    from pretrain.models import flops
-
-    saved = flops.stack_forward
-    try:
-        flops.stack_forward = lambda stack, positions, pairs: len(stack.blocks) * 4 * stack.d * pairs
-        total = 0.0
-        present = (lens > 0).double()
-        p = model.p
-        n = (lens + p) * present if model.cfg.pooling == "cls" else lens.double()
-        total += flops.stack_forward(model.encoder, 0, float((n * n).sum()))
-        if model.cfg.pooling == "latent":
-            total += float(lens.sum()) * 4 * model.encoder.d
-        pos = present.sum(1) * p
-        total += flops.stack_forward(model.backbone, 0, float((pos * (pos + 1) / 2).sum()))
-        tgt = lens[:, 1:].double()
-        n = (tgt + p) * (tgt > 0)
-        total += flops.stack_forward(model.decoder, 0, float((n * (n + 1) / 2).sum()))
-        return total
-    finally:
-        flops.stack_forward = saved
+def test_flop_counter_window_pairs():
+    n = torch.tensor([3.0, 10.0])
+    # window 4: lengths 3 -> 1+2+3; 10 -> 1+2+3+4 then 6 queries of 4 keys
+    assert flops.causal_pairs(n, 4) == 6 + 10 + 24
+    assert flops.causal_pairs(n) == 6 + 55
 
 
 @pytest.mark.parametrize("layout", ["bucketed", "packed"])
