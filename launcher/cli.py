@@ -315,6 +315,23 @@ def _register_compare(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+def cmd_ladder(args: argparse.Namespace) -> int:
+    from launcher.compare.ladder import ladder
+
+    print(ladder([Path(d) for d in args.dirs], Path(args.plots) if args.plots else None, args.title))
+    return 0
+
+
+def _register_ladder(sub) -> None:
+    """The parser of `wordpool ladder`; cmd_ladder runs it."""
+    p = sub.add_parser("ladder", help="several compare results on one corpus at different budgets: a table and plots "
+                                      "against training FLOPs")
+    p.add_argument("dirs", nargs="+", metavar="COMPARE_DIR", help="folders written by `wordpool compare`")
+    p.add_argument("--plots", metavar="PREFIX", help="write PREFIX_bpb.png and PREFIX_acc.png")
+    p.add_argument("--title", default="compute ladder", help="the plots' title")
+    p.set_defaults(func=cmd_ladder)
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
     from launcher.quickstart import quickstart
 
@@ -341,7 +358,8 @@ def _yaml_list(values: list[str]) -> str:
 
 # every command, in the order `wordpool --help` lists them
 COMMANDS = (_register_prepare, _register_verify, _register_train, _register_launch, _register_status, _register_eval,
-            _register_generate, _register_export, _register_compare, _register_quickstart, register_bench)
+            _register_generate, _register_export, _register_compare, _register_ladder, _register_quickstart,
+            register_bench)
 
 
 def _add_verbose(parser: argparse.ArgumentParser, default=argparse.SUPPRESS) -> None:

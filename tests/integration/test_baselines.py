@@ -56,6 +56,8 @@ def test_baseline_trains_evaluates_and_generates(token_shards, tmp_path, kind):
     ev = wordpool("eval", "--checkpoint", str(ckpt), "--max-batches", "2")
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert "val bits/byte" in ev.stdout and "by training frequency: 0:" in ev.stdout
+    gap = wordpool("eval", "--checkpoint", str(ckpt), "--max-batches", "1", "--mean-context-gap")
+    assert gap.returncode != 0 and "measures a word-pooled model's decoder" in gap.stdout + gap.stderr
     gen = wordpool("generate", "--checkpoint", str(ckpt), "--prompt", "The food was", "--max-words", "4")
     assert gen.returncode == 0, gen.stderr[-3000:]
     assert gen.stdout.startswith("The food was") and len(gen.stdout.rstrip("\n")) > len("The food was")

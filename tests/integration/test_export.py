@@ -1,6 +1,7 @@
 """`wordpool export`: a real 2-rank ZeRO-3 checkpoint -> safetensors + config.json -> the same model,
 loaded without DeepSpeed, usable by `wordpool eval` and `wordpool generate`."""
 import json
+import re
 import subprocess
 import sys
 
@@ -110,9 +111,13 @@ def test_overwrite_refused_unless_forced(zero3_run, exported, tmp_path):
 
 
 def test_eval_and_generate_from_an_export(exported):
-    ev = wordpool("eval", "--checkpoint", str(exported), "--max-batches", "2")
+    ev = wordpool("eval", "--checkpoint", str(exported), "--max-batches", "2", "--mean-context-gap")
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert ev.stdout.startswith("step 2: val bits/byte")
+    assert "words with a letter or digit" in ev.stdout and "apart: whitespace-only" in ev.stdout
+    gap = re.search(r"mean-context gap: ([-+][0-9.]+) bits/byte \(val bits/byte ([0-9.]+) with", ev.stdout)
+    bpb = float(re.search(r"val bits/byte ([0-9.]+)", ev.stdout).group(1))
+    assert gap and float(gap.group(1)) == pytest.approx(float(gap.group(2)) - bpb, abs=2e-4), ev.stdout
     gen = wordpool("generate", "--checkpoint", str(exported), "--prompt", "The service was", "--max-words", "4")
     assert gen.returncode == 0, gen.stderr[-3000:]
     # whitespace words are words too: the continuation is not stripped away
