@@ -146,8 +146,8 @@ class Stack(nn.Module):
         self.cond = None
         if cond_dim is not None:
             self.cond = nn.ModuleList(nn.Linear(cond_dim, d, bias=False) for _ in range(n_layers))
-            for proj in self.cond:
-                proj.is_residual_proj = True
+            for proj in self.cond:  # zero at init: the stack starts as the unconditioned one and learns how much
+                proj.zero_init = True  # to add (at N(0, 0.02) the condition swamped the byte embeddings)
         self.norm = RMSNorm(d)
         self.checkpoint_activations = False  # set by the trainer (train.activation_checkpointing)
 
@@ -201,11 +201,13 @@ def set_activation_checkpointing(model: nn.Module, enabled: bool) -> None:
 
 def init_weights(model: nn.Module, stacks: list[tuple[Stack, int]]) -> None:
     """N(0, 0.02) for linear and embedding weights; residual projections scaled by 1/sqrt(2 n_layers)
-    (GPT-2) so the residual stream's variance does not grow with depth."""
+    (GPT-2) so the residual stream's variance does not grow with depth; zero where marked zero_init."""
     for stack, n_layers in stacks:
         for m in stack.modules():
             if getattr(m, "is_residual_proj", False):
                 m.init_std = 0.02 / (2 * n_layers) ** 0.5
     for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)):
+        if getattr(m, "zero_init", False):
+            nn.init.zeros_(m.weight)
+        elif isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=getattr(m, "init_std", 0.02))

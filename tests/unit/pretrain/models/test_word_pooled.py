@@ -36,7 +36,11 @@ def small_cfg(**kw) -> ModelConfig:
 
 def make_model(seed=0, **kw) -> WordPooledLM:
     torch.manual_seed(seed)
-    return WordPooledLM(small_cfg(**kw)).eval()
+    model = WordPooledLM(small_cfg(**kw)).eval()
+    for m in model.modules():  # zero-initialized branches (the per-layer condition) would test nothing
+        if getattr(m, "zero_init", False):
+            torch.nn.init.normal_(m.weight, std=0.02)
+    return model
 
 
 def batch_from(samples: list[list[bytes | None]]):
@@ -331,6 +335,15 @@ def test_flop_counter_matches_torch_for_the_matmuls():
         # (and not at all on CPU), so compare the matmuls exactly and attention as a bound
         assert 3 * linear == pytest.approx(measured, rel=1e-9), variant
         assert attn > 0 and (attention == 0 or 3 * attn <= attention)
+
+
+def test_conditioning_starts_at_zero_and_learns():
+    torch.manual_seed(0)
+    model = WordPooledLM(small_cfg(decoder_context="every_layer")).train()
+    assert all((proj.weight == 0).all() for proj in model.decoder.cond)
+    words, lens, text = random_batch()
+    model(words, lens, text)["loss"].backward()
+    assert all(proj.weight.grad.abs().sum() > 0 for proj in model.decoder.cond)
 
 
 def test_flop_counter_window_pairs():
