@@ -63,7 +63,9 @@ def quickstart(out: str, overrides: list[str] | None = None, nproc: int = 2) -> 
     first = next(r for r in evals if r["kind"] == "eval" and r["step"] == 0)
     drop = 1 - final["val_bpb"] / first["val_bpb"]
     print(f"validation bits/byte: {first['val_bpb']:.3f} at step 0 -> {final['val_bpb']:.3f} at step "
-          f"{final['step']} ({drop:.0%} lower); next-word accuracy {final['val_word_acc']:.1%}")
+          f"{final['step']} ({drop:.0%} lower); next-word accuracy {final['val_word_acc']:.1%} over words with a "
+          f"letter or digit (whitespace-only words {final['val_word_acc_space']:.1%}, punctuation-only "
+          f"{final['val_word_acc_punct']:.1%}, apart)")
     print(f"sample (temperature 0.8, top-k 40): {PROMPT}", end="", flush=True)
     generate_text(latest, PROMPT, 40, temperature=0.8, top_k=40, on_word=lambda w: print(w, end="", flush=True),
                   loaded=loaded)

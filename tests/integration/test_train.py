@@ -27,6 +27,7 @@ def test_quickstart_end_to_end_short(tmp_path):
     assert (out / "run" / "checkpoints" / "step_00000012" / "COMPLETE").is_file()
     assert list((out / "run" / "wandb").glob("offline-run-*"))
     assert "validation bits/byte" in proc.stdout and "sample (" in proc.stdout
+    assert "over words with a letter or digit (whitespace-only words" in proc.stdout
     assert f"Outputs in {out}" in proc.stdout
     # a quiet console: wordpool's own lines only; Ray, streaming, DeepSpeed and warnings are in the logs
     library = re.compile(r"\bINFO\b|WARNING|\[W\d|^W\d{4}|DeepSpeed|deepspeed|streaming|Warning|raylet|"
