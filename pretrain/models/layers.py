@@ -51,11 +51,12 @@ class RMSNorm(nn.Module):
 def sdpa(q, k, v, mask, causal: bool, dropout_p: float = 0.0):
     if q.shape[0] <= _MAX_SDPA_BATCH:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=dropout_p)
+    per_sequence = mask is not None and mask.dim() == q.dim() and mask.shape[0] == q.shape[0]
     outs = []
     for i in range(0, q.shape[0], _MAX_SDPA_BATCH):
-        s = slice(i, i + _MAX_SDPA_BATCH)
+        s = slice(i, i + _MAX_SDPA_BATCH)  # a mask shared by all sequences (the sliding window) is not sliced
         outs.append(F.scaled_dot_product_attention(
-            q[s], k[s], v[s], attn_mask=None if mask is None else mask[s], is_causal=causal, dropout_p=dropout_p))
+            q[s], k[s], v[s], attn_mask=mask[s] if per_sequence else mask, is_causal=causal, dropout_p=dropout_p))
     return torch.cat(outs)
 
 

@@ -193,12 +193,13 @@ def test_generate_never_emits_special_ids():
     assert len(out) == 5 and all(len(w) <= 1 for w in out)
 
 
-def test_chunked_attention_matches(monkeypatch):
+@pytest.mark.parametrize("variant", [VARIANTS[0], STREAM], ids=["cls1", "stream"])
+def test_chunked_attention_matches(monkeypatch, variant):
     import pretrain.models.layers as pm
-    model = make_model()
+    model = make_model(**variant)
     words, lens, _ = random_batch()
     ref = model.decoder_logits(words, lens)
-    monkeypatch.setattr(pm, "_MAX_SDPA_BATCH", 3)
+    monkeypatch.setattr(pm, "_MAX_SDPA_BATCH", 1)  # one sequence per chunk: the stream's 2 samples are split
     torch.testing.assert_close(model.decoder_logits(words, lens), ref, atol=1e-6, rtol=0)
 
 
