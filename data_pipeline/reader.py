@@ -46,27 +46,30 @@ def streaming_prefix_lock():
             handle.close()  # releases the lock
 
 
-def node_cache(dataset_dir: str | Path) -> Path:
+def node_cache(dataset_dir: str | Path, job: str | None = None) -> Path:
     """Where this node keeps its working copy of an MDS dataset folder.
 
     StreamingDataset decompresses each shard next to its `local` copy. Pointed at a shared data folder,
     two nodes would decompress the same shard into the same `.tmp` file at once (a race that corrupts
     reads) and write into a folder that may be read-only; so the shared folder is the `remote` and each
     node works in its own cache. The key includes index.json's content: shards prepared again under the
-    same path never meet an old copy. WORDPOOL_SHARD_CACHE moves the cache (default: TMPDIR)."""
+    same path never meet an old copy. `job` (a training's run directory) keeps two jobs that read the same
+    dataset on one node apart: mosaicml-streaming refuses a local folder that a live dataset of another
+    process already uses ("Reused local directory"). WORDPOOL_SHARD_CACHE moves the cache (default: TMPDIR)."""
     folder = Path(dataset_dir).resolve()
     index = folder / "index.json"
-    digest = hashlib.sha256(str(folder).encode() + b"\0" + index.read_bytes()).hexdigest()[:16]
+    key = str(folder).encode() + b"\0" + index.read_bytes() + b"\0" + (job or "").encode()
+    digest = hashlib.sha256(key).hexdigest()[:16]
     root = Path(os.environ.get("WORDPOOL_SHARD_CACHE") or Path(tempfile.gettempdir()) / "wordpool-shards")
     return root / f"{folder.name}-{digest}"
 
 
-def open_dataset(dataset_dir: str | Path, dataset_class=None, **kwargs):
-    """A StreamingDataset over one MDS dataset folder, read through this node's cache (node_cache).
-    Collective when distributed (streaming_prefix_lock)."""
+def open_dataset(dataset_dir: str | Path, dataset_class=None, job: str | None = None, **kwargs):
+    """A StreamingDataset over one MDS dataset folder, read through this node's cache (node_cache) of
+    `job`. Collective when distributed (streaming_prefix_lock)."""
     dataset_class = dataset_class or StreamingDataset
     with streaming_prefix_lock():
-        return dataset_class(remote=str(Path(dataset_dir).resolve()), local=str(node_cache(dataset_dir)), **kwargs)
+        return dataset_class(remote=str(Path(dataset_dir).resolve()), local=str(node_cache(dataset_dir, job)), **kwargs)
 
 
 def dataset_dirs(root: str | Path, split: str) -> list[Path]:

@@ -52,7 +52,7 @@ def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches
         raise ValueError(f"{data_dir}/val holds no samples: nothing to evaluate (raise data.val_fraction)")
     _, loader = make_loader(str(Path(data_dir) / "val"), sample_encoder(data_dir, cfg.model.max_word_bytes),
                             cfg.train.micro_batch_size, False, cfg.train.seed, cfg.train.num_canonical_nodes, 0,
-                            drop_last=False)
+                            drop_last=False, job=f"eval:{Path(cfg.train.run_dir).resolve()}")  # beside its training
     scorer = WordScorer(cfg.model.kind, data_dir, meta["max_word_bytes"], meta.get("split_digits", False))
     batches = max_batches or len(loader)
     values = evaluate(model, loader, batches, torch.device("cpu"), scorer=scorer)

@@ -161,14 +161,15 @@ def hash_to_validate(split_dir: str | Path, setting: str | None) -> str | None:
 
 def make_loader(split_dir: str, encode: Callable[[dict], dict], micro_batch_size: int, shuffle: bool, seed: int,
                 num_canonical_nodes: int, num_workers: int, drop_last: bool,
-                validate_hash: str | None = "auto") -> tuple[Shards, StreamingDataLoader]:
+                validate_hash: str | None = "auto", job: str | None = None) -> tuple[Shards, StreamingDataLoader]:
     """Collective when distributed (see streaming_prefix_lock). Each shard file is checked against its
-    hash in index.json as this node first copies it (validate_hash)."""
+    hash in index.json as this node first copies it (validate_hash). `job` names the node cache to read
+    through (data_pipeline.reader.node_cache): concurrent jobs on one node need their own."""
     if not (Path(split_dir) / "index.json").is_file():
         raise FileNotFoundError(f"no shards in {split_dir} (index.json missing)")
     dataset = open_dataset(split_dir, Shards, encode=encode, shuffle=shuffle, shuffle_seed=seed,
                            batch_size=micro_batch_size, num_canonical_nodes=num_canonical_nodes,
-                           validate_hash=hash_to_validate(split_dir, validate_hash))
+                           validate_hash=hash_to_validate(split_dir, validate_hash), job=job)
     loader = StreamingDataLoader(dataset, batch_size=micro_batch_size, num_workers=num_workers,
                                  drop_last=drop_last, persistent_workers=False)
     return dataset, loader

@@ -288,12 +288,13 @@ class Trainer:
         encode = sample_encoder(str(data_dir), self.cfg.model.max_word_bytes)
         train_set, train_loader = make_loader(str(data_dir / "train"), encode, t.micro_batch_size, t.shuffle,
                                               t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True,
-                                              validate_hash=t.validate_hash)
+                                              validate_hash=t.validate_hash, job=str(Path(t.run_dir).resolve()))
         self.batches = endless_batches(train_set, train_loader, self.state.position, t.micro_batch_size * self.world)
         self.val_loader = self.scorer = None
         if split_has_samples(data_dir / "val"):
             _, self.val_loader = make_loader(str(data_dir / "val"), encode, t.micro_batch_size, False, t.seed,
-                                             t.num_canonical_nodes, 0, drop_last=False, validate_hash=t.validate_hash)
+                                             t.num_canonical_nodes, 0, drop_last=False, validate_hash=t.validate_hash,
+                                             job=str(Path(t.run_dir).resolve()))
             self.scorer = WordScorer(self.cfg.model.kind, str(data_dir), self.meta["max_word_bytes"],
                                      self.meta.get("split_digits", False))
         elif self.rank == 0:
