@@ -264,7 +264,7 @@ def run_summary(run: Run, final: dict) -> dict:
     curve = {r["step"]: r for r in records if r["kind"] == "eval" and "checkpoint" not in r}
     timed = [r for step, r in sorted(train.items()) if step > 1] or list(train.values())  # step 1 pays warm-up
     last = train[max(train)] if train else {}
-    metrics = {k: v for k, v in final.items() if k.startswith("val_")}
+    metrics = {k: v for k, v in final.items() if k.startswith("val_") or k == "mean_context_gap"}
     return {
         "name": run.name, "kind": run.config.model.kind, "lr": run.lr, "seed": run.seed, "steps": run.steps,
         "run_dir": str(run.run_dir),
