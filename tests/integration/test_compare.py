@@ -43,13 +43,16 @@ def test_compare_end_to_end(english, tmp_path):
             names = ("0", "1-10", "11-100", ">100")
             assert sum(r[f"val_words_freq_{n}"] for n in names) == r["val_words"]
         assert m["summary"]["val_bpb"]["n"] == 2
+        # the word model's decoder is measured without its backbone context; the baselines have none
+        assert m["summary"]["mean_context_gap"]["n"] == (2 if kind == "word_pooled" else 0)
+        assert all(0 <= r["val_word_acc_space"] <= 1 and r["val_words_space"] > 0 for r in m["runs"])
     # the whole val split is scored for every model: the same text, so (almost) the same words
     val_words = [m["runs"][0]["val_words"] for m in models.values()]
     assert max(val_words) <= 1.05 * min(val_words), val_words
     assert results["data"]["words"]["bytes_per_word"] > 1 and results["data"]["bpe"]["bytes_per_token"] > 1
 
     report = (out / "report.md").read_text()
-    for needle in ("| word-pooled |", "| BPE |", "| bytes |", "Learning-rate sweep", "bytes/word",
+    for needle in ("| word-pooled |", "| BPE |", "| bytes |", "Learning-rate sweep", "bytes/word", "mean-context gap",
                    "acc, freq 0", "val_bpb_vs_flops.png", "accuracy_by_frequency.png", "name: tiny-test"):
         assert needle in report, needle
     for png in ("val_bpb_vs_flops.png", "accuracy_by_frequency.png"):
