@@ -10,11 +10,13 @@ ROOT = Path(__file__).resolve().parents[4]
 # (argument parsing registers every command: their _register_* functions run too)
 CLI_FUNCTIONS = {"main", "build_parser", "_add_verbose", "_config", "_speaker", "cmd_train", "_exit_fast"} | {
     f"_register_{c}" for c in ("prepare", "verify", "train", "launch", "status", "eval", "generate", "export",
-                               "compare", "quickstart")}
+                               "quickstart")}
 BENCH_PARSERS = {"register_bench", "_register_bench_data", "_register_bench_train"}
-# (the closure takes the last entry first: launcher.bench_cli is read with its parsers only, before
-# launcher.cli's import of it would read all of it)
-RANK_ENTRY = {"launcher.cli": CLI_FUNCTIONS, "pretrain.training.trainer": None, "launcher.bench_cli": BENCH_PARSERS}
+COMPARE_PARSERS = {"register_compare", "register_ladder"}
+# (the closure takes the last entries first: launcher.bench_cli and launcher.compare.commands are read with
+# their parsers only, before launcher.cli's import of them would read all of them)
+RANK_ENTRY = {"launcher.cli": CLI_FUNCTIONS, "pretrain.training.trainer": None, "launcher.bench_cli": BENCH_PARSERS,
+              "launcher.compare.commands": COMPARE_PARSERS}
 
 
 def test_no_module_on_the_training_path_imports_ray():
