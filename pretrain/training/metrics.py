@@ -25,15 +25,17 @@ def stack_sums(out: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def summarize(sums: torch.Tensor, prefix: str = "") -> dict[str, float]:
-    """Loss and bits/byte. Next-word accuracy is not among them: it needs the word classes of the
-    evaluation's scorer (pretrain.evaluation.word_scoring), which the in-model counts do not have."""
-    nll, symbols, text_bytes, _, _ = sums.tolist()
+    """Loss, bits/byte and words predicted. Next-word accuracy is not among them: it needs the word classes
+    of the evaluation's scorer (pretrain.evaluation.word_scoring), which the in-model counts do not have."""
+    nll, symbols, text_bytes, words, _ = sums.tolist()
     out = {
         f"{prefix}loss": nll / max(symbols, 1),  # nats per predicted symbol (word model: bytes + EOW)
         f"{prefix}bpb": nll / math.log(2) / max(text_bytes, 1),
         f"{prefix}text_bytes": text_bytes,
         f"{prefix}symbols": symbols,
     }
+    if words:  # words predicted (throughput: words/s); token models count words only in evaluation
+        out[f"{prefix}words"] = words
     return out
 
 
