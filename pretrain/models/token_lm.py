@@ -39,6 +39,10 @@ class TokenLM(nn.Module):
     def train_flops(self, tokens: torch.Tensor, **_) -> float:
         return flops.token_lm(self, tokens != PAD_TOKEN)
 
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Next-token logits [B, T, vocab] of ids [B, T] (no padding): entry t predicts token t+1."""
+        return self.head(self.backbone(self.emb(tokens), causal=True))
+
     def forward(self, tokens, token_bytes, details: bool = False, **_) -> dict[str, torch.Tensor]:
         """The same sums as the word-pooled model: nll_sum over every predicted token (tokens 1..T-1,
         end-of-document ids included), n_text_bytes = the text bytes those tokens stand for, so bits
@@ -46,7 +50,7 @@ class TokenLM(nn.Module):
         scored outside the model (pretrain.evaluation.word_scoring) from `preds` [B, T-1], the teacher-forced
         argmax, returned with details=True; n_words/n_correct are 0 here."""
         valid = tokens != PAD_TOKEN
-        logits = self.head(self.backbone(self.emb(tokens[:, :-1].clamp(min=0)), causal=True))
+        logits = self.logits(tokens[:, :-1].clamp(min=0))
         tgt = tokens[:, 1:].masked_fill(~valid[:, 1:], -100)
         nll_sum = cross_entropy_sum(logits.flatten(0, 1), tgt.flatten())  # fp32 inside; fused kernel on CUDA
         n_symbols = valid[:, 1:].sum().float()
