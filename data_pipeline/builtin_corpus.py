@@ -36,14 +36,32 @@ def _docstrings() -> list[str]:
     return docs
 
 
-def write_builtin_corpus(folder: str | Path, min_bytes: int = 500_000) -> list[Path]:
-    """Writes topics.txt and docstrings.txt (paragraph-separated) into `folder`; returns the files."""
+def help_topics() -> str:
+    """The reference documentation topics of `help()`, paragraph-separated."""
     from pydoc_data.topics import topics
 
+    return "\n\n".join(topics[k].strip() + "\n" for k in sorted(topics))
+
+
+def prose_paragraphs(text: str, min_chars: int = 200) -> list[str]:
+    """Paragraphs of running prose (no indented code, no grammar rules), each joined into one line."""
+    out = []
+    for block in text.split("\n\n"):
+        lines = block.strip("\n").split("\n")
+        if any(line.startswith(" ") or "::=" in line or line.startswith(("*", "=", "-")) for line in lines):
+            continue
+        paragraph = " ".join(line.strip() for line in lines)
+        if len(paragraph) >= min_chars:
+            out.append(paragraph)
+    return out
+
+
+def write_builtin_corpus(folder: str | Path, min_bytes: int = 500_000) -> list[Path]:
+    """Writes topics.txt and docstrings.txt (paragraph-separated) into `folder`; returns the files."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {
-        "python_help_topics.txt": "\n\n".join(topics[k].strip() + "\n" for k in sorted(topics)),
+        "python_help_topics.txt": help_topics(),
         "python_stdlib_docstrings.txt": "\n\n".join(_docstrings()),
     }
     paths = []

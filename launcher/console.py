@@ -20,7 +20,7 @@ VERBOSE_ENV = "WORDPOOL_VERBOSE"
 # the lines a user reads: the trainer's metric lines, its own notices, and wordpool's messages
 PROGRESS = re.compile(r"^(\[[a-z_]+ *\] step +\d|resumed from |stop requested|warning: |wordpool[ :]|== )")
 LIBRARY_LOGGERS = ("ray", "ray.data", "ray.train", "streaming", "deepspeed", "DeepSpeed", "torch", "py.warnings",
-                   "urllib3", "filelock", "wandb")
+                   "urllib3", "filelock", "wandb", "lm_eval", "datasets", "transformers", "huggingface_hub")
 
 
 def verbose() -> bool:

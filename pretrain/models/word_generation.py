@@ -106,7 +106,7 @@ def generate(model, prompt_words: list[bytes], max_words: int, temperature: floa
     An end-of-document word is returned as b"" (and b"" in the prompt means one); generation continues
     past it into a new document unless stop_at_eod. An empty prompt starts a document (context = one
     EOD marker). Greedy when temperature == 0, else sampling (optionally top-k). `on_word(word)` is
-    called as each word is produced."""
+    called as each word is produced; a true return value stops generation there (stop strings)."""
     was_training = model.training
     model.eval()
     window, L = model.cfg.max_words, model.cfg.max_word_bytes
@@ -128,8 +128,8 @@ def generate(model, prompt_words: list[bytes], max_words: int, temperature: floa
         if len(context) > window:
             cached = None  # the window slid: rebuild the caches from the last `window` words
         out.append(b"" if sym == [EOD] else bytes(sym))
-        if on_word:
-            on_word(out[-1])
+        if on_word and on_word(out[-1]):
+            break
         if stop_at_eod and sym == [EOD]:
             break
     if was_training:
