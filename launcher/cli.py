@@ -273,7 +273,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pretrain.inference.export import export_checkpoint, read_export_config, resolve_checkpoint
 
     source = resolve_checkpoint(args.checkpoint)
-    out = export_checkpoint(source, args.out, force=args.force)
+    out = export_checkpoint(source, args.out, force=args.force, hf=args.hf)
     info = read_export_config(out)[1]
     print(f"exported step {info['step']} ({info['parameters']:,} parameters) from {source} to {out}")
     print(f"sha256 {info['sha256']}")
@@ -289,6 +289,9 @@ def _register_export(sub) -> None:
                    help="a checkpoint folder, or a run dir / checkpoints root (its newest complete checkpoint)")
     p.add_argument("--out", required=True, metavar="DIR", help="export folder (written atomically)")
     p.add_argument("--force", action="store_true", help="replace a non-empty DIR")
+    p.add_argument("--hf", action="store_true",
+                   help="also loadable by Hugging Face transformers: AutoModelForCausalLM.from_pretrained(DIR, "
+                        "trust_remote_code=True), offline, without wordpool (the model's code is copied into DIR)")
     p.set_defaults(func=cmd_export)
 
 

@@ -85,19 +85,31 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
         raise ValueError(f"{out_dir} is not empty; pass --force (force=True) to replace it")
 
 
-def export_checkpoint(checkpoint_folder: str | Path, out_dir: str | Path, force: bool = False) -> Path:
-    """Write `out_dir/model.safetensors` and `out_dir/config.json`; returns `out_dir`.
+def export_checkpoint(checkpoint_folder: str | Path, out_dir: str | Path, force: bool = False,
+                      hf: bool = False) -> Path:
+    """Write `out_dir/model.safetensors` and `out_dir/config.json` (hf: and what Hugging Face
+    transformers loads, pretrain/inference/hf_export.py); returns `out_dir`.
 
     Atomic: everything is written to a temporary folder beside `out_dir` and renamed into place, so
     `out_dir` never holds a partial export.
     """
-    from safetensors.torch import save_file
-
     folder = resolve_checkpoint(checkpoint_folder)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, force)  # before the (possibly long) consolidation
     step = json.loads((folder / checkpoint.COMPLETE).read_text())["step"]
-    model, _, raw_config = load_checkpoint(folder)  # a strict load: fails here, not when someone loads the export
+    model, cfg, raw_config = load_checkpoint(folder)  # a strict load: fails here, not when someone loads the export
+    return write_export(model, cfg, raw_config, out_dir, {"source_checkpoint": str(folder.resolve()), "step": step},
+                        force, hf)
+
+
+def write_export(model: torch.nn.Module, cfg: WordpoolConfig, raw_config: dict[str, Any], out_dir: str | Path,
+                 source: dict[str, Any], force: bool = False, hf: bool = False) -> Path:
+    """export_checkpoint's writing half, for any model of `cfg`; `source` (source_checkpoint, step)
+    goes into the export block."""
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, force)
     weights = _standalone_fp32(model.state_dict())
     n_params = sum(p.numel() for p in model.parameters())  # parameters() counts a tied tensor once
     del model
@@ -107,16 +119,21 @@ def export_checkpoint(checkpoint_folder: str | Path, out_dir: str | Path, force:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        save_file(weights, tmp / WEIGHTS, metadata={"format": "wordpool"})
+        # "pt": what transformers requires of a safetensors file (export --hf). One key only: safetensors
+        # writes the metadata in hash order, so a second key would make the file differ between runs
+        save_file(weights, tmp / WEIGHTS, metadata={"format": "pt"})
         export_block = {
             "format_version": FORMAT_VERSION,
-            "source_checkpoint": str(folder.resolve()),
-            "step": step,
+            **source,
             "parameters": n_params,
             "weights_file": WEIGHTS,
             "sha256": sha256_of(tmp / WEIGHTS),
         }
         (tmp / CONFIG).write_text(json.dumps({**raw_config, EXPORT_KEY: export_block}, indent=1) + "\n")
+        if hf:
+            from pretrain.inference.hf_export import add_hf_files
+
+            add_hf_files(tmp, cfg)
         _replace_dir(tmp, out_dir, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -145,6 +162,8 @@ def read_export_config(out_dir: str | Path) -> tuple[WordpoolConfig, dict[str, A
     if export_block.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: export format_version {export_block.get('format_version')!r}, "
                          f"this wordpool reads {FORMAT_VERSION}")
+    for key in export_block.get("hf_keys", ()):  # what `export --hf` adds for transformers
+        raw.pop(key, None)
     return validate(upgrade_saved(raw), str(path)), export_block
 
 

@@ -122,3 +122,24 @@ def test_eval_and_generate_from_an_export(exported):
     assert gen.returncode == 0, gen.stderr[-3000:]
     # whitespace words are words too: the continuation is not stripped away
     assert gen.stdout.startswith("The service was") and len(gen.stdout.rstrip("\n")) > len("The service was")
+
+
+def test_hf_export_of_a_trained_checkpoint(zero3_run, exported, tmp_path):
+    """--hf: the same weights file and export block, plus what transformers loads (tests/hf_helpers.py);
+    eval/generate still read the folder (tests/integration/test_hf_export.py covers every model kind)."""
+    from hf_helpers import load_with_transformers
+    from pretrain.inference.export import load_exported
+
+    out = tmp_path / "tiny-hf"
+    proc = wordpool("export", "--checkpoint", str(zero3_run), "--out", str(out), "--hf")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (out / "model.safetensors").read_bytes() == (exported / "model.safetensors").read_bytes()
+    assert {"modeling_wordpool.py", "configuration_wordpool.py", "word_pooled.py"} <= {p.name for p in out.iterdir()}
+    model, cfg = load_exported(out)
+    words, word_lens = _batch(cfg)
+    _, hf = load_with_transformers({"tiny": out}, {"tiny": {"words": words, "word_lens": word_lens}},
+                                   tmp_path / "hf_home")
+    with torch.no_grad():
+        assert torch.equal(hf["tiny"]["given"], model.decoder_logits(words, word_lens))
+    gen = wordpool("generate", "--checkpoint", str(out), "--prompt", "The service was", "--max-words", "2")
+    assert gen.returncode == 0 and gen.stdout.startswith("The service was"), gen.stderr[-3000:]
