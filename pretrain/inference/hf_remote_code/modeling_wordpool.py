@@ -120,7 +120,8 @@ class WordpoolForCausalLM(WordpoolPreTrainedModel):
         """The prompt's continuation (without the prompt), up to max_words words of wordpool's splitter;
         greedy at temperature 0. Word-pooled: word by word with the model's caches; baselines: token by
         token, cut after max_words words."""
-        generator = torch.Generator().manual_seed(seed)
+        # on the model's device, so that sampling works on CUDA too (on CPU: `wordpool generate`'s draws)
+        generator = torch.Generator(device=self.wordpool.head.weight.device).manual_seed(seed)
         if self.model_config.kind == "word_pooled":
             context = self.split(prompt) if prompt else []
             out = self.wordpool.generate(context, max_words, temperature=temperature, top_k=top_k,
