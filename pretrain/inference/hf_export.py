@@ -123,17 +123,20 @@ def flat_imports(source: str, vendored: Mapping[str, str] = SOURCES,
         return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
             isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
-    def visit(node: ast.AST, type_checking: bool) -> None:
-        for child in ast.iter_child_nodes(node):
+    def visit(nodes, type_checking: bool) -> None:
+        for child in nodes:
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 new = rewrite(child, type_checking)
                 if new is not None:
                     indent = " " * child.col_offset
                     edits.append((child.lineno, child.end_lineno, "".join(f"{indent}{s}\n" for s in new)))
-                continue
-            visit(child, type_checking or (isinstance(child, ast.If) and is_type_checking(child.test)))
+            elif isinstance(child, ast.If) and is_type_checking(child.test):
+                visit(child.body, True)  # its `else:` runs
+                visit(child.orelse, type_checking)
+            else:
+                visit(ast.iter_child_nodes(child), type_checking)
 
-    visit(tree, False)
+    visit(tree.body, False)
     for first, last, text in sorted(edits, reverse=True):
         lines[first - 1:last] = [text]
     return "".join(lines)

@@ -34,6 +34,8 @@ def test_project_imports_become_flat_relative_ones():
 
         if TYPE_CHECKING:
             from pkg.unvendored import Hint
+        else:
+            from pkg.mod import Hint
 
 
         def f():
@@ -54,6 +56,8 @@ def test_project_imports_become_flat_relative_ones():
 
         if TYPE_CHECKING:
             pass
+        else:
+            from .mod import Hint
 
 
         def f():
