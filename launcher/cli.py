@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from launcher.bench_cli import register_bench
-from launcher.lm_eval_cli import register_lm_eval
+from launcher.lm_eval_cli import register_lm_eval, split_tasks
 from launcher.compare.commands import register_compare, register_ladder
 from launcher.cli_args import add_config_arguments
-from schema import ConfigError, UserError, WordpoolConfig, load_config
+from schema import ConfigError, EvalHookConfig, UserError, WordpoolConfig, load_config
 
 
 def _config(args: argparse.Namespace, extra: list[str] | None = None) -> WordpoolConfig:
@@ -195,8 +195,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _watch(args)
     if args.checkpoint is None:
         raise ValueError("give --checkpoint PATH (one checkpoint) or --watch RUN_DIR (each new one of a run)")
-    if args.once or args.timeout is not None or args.poll_seconds is not None:
-        raise ValueError("--once, --timeout and --poll-seconds go with --watch")
+    if args.once or args.timeout is not None or args.poll_seconds is not None or args.tasks:
+        raise ValueError("--once, --timeout, --poll-seconds and --tasks go with --watch (lm-eval on one "
+                         "checkpoint: wordpool lm-eval)")
     from pretrain.inference.loading import eval_checkpoint
 
     record = eval_checkpoint(args.checkpoint, args.data_dir, args.max_batches, mean_context_gap=args.mean_context_gap)
@@ -221,8 +222,10 @@ def _watch(args: argparse.Namespace) -> int:
         raise ValueError("--poll-seconds and --timeout must be positive")
     from pretrain.evaluation.watcher import WatchSettings, watch
 
+    lm_eval = EvalHookConfig(kind="lm_eval", on_checkpoint=True, tasks=split_tasks(args.tasks),
+                             include_path=args.include_path or [], limit=args.limit) if args.tasks else None
     return watch(WatchSettings(Path(args.watch), args.poll_seconds or 30.0, args.max_batches, args.timeout,
-                               args.once, args.data_dir))
+                               args.once, args.data_dir, lm_eval))
 
 
 def _register_eval(sub) -> None:
@@ -238,6 +241,9 @@ def _register_eval(sub) -> None:
     p.add_argument("--once", action="store_true", help="--watch: one pass over the checkpoints there now, then exit")
     p.add_argument("--data-dir", help="shards to evaluate on (default: the run's data.output)")
     p.add_argument("--max-batches", type=int, help="limit the number of val micro-batches")
+    p.add_argument("--tasks", help="--watch: also these lm-eval tasks on each checkpoint (comma-separated)")
+    p.add_argument("--include-path", action="append", metavar="DIR", help="--watch --tasks: task YAML folders")
+    p.add_argument("--limit", type=float, help="--watch --tasks: documents per task")
     p.add_argument("--mean-context-gap", action="store_true",
                    help="word-pooled: also the val bits/byte lost when the backbone's context is replaced by its "
                         "mean (how much the decoder uses the backbone)")

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pretrain.run_dir import (COMPLETE, EVAL_FILE, RunDir, check_run_dir, complete_checkpoints, last_per_step,
-                              of_kind, read_json, read_jsonl, read_text, run_config, step_of, timeout_field)
+from pretrain.run_dir import (COMPLETE, EVAL_FILE, LM_EVAL_PREFIX, RunDir, check_run_dir, complete_checkpoints,
+                              last_per_step, of_kind, read_json, read_jsonl, read_text, run_config, step_of, timeout_field)
 
 EVAL_KEYS = ("val_bpb", "val_loss", "val_word_acc")
 
@@ -90,8 +90,9 @@ def collect(run_dir: Path, window: int = 20, stale_seconds: float | None = None,
                   "last": _pick(skips[-1], "step", "reason", "loss", "grad_norm") if skips else None},
         "rollbacks": {"count": len(rollbacks),
                       "last": _pick(rollbacks[-1], "from_step", "to_step", "checkpoint") if rollbacks else None},
-        "eval": _pick(evals[-1], "step", "time", *EVAL_KEYS, "hook") if evals else None,
-        "watch_eval": _pick(watch[-1], "step", "time", *EVAL_KEYS, "checkpoint") if watch else None,
+        "eval": _latest(evals, EVAL_KEYS, "hook"),
+        "watch_eval": _latest(watch, EVAL_KEYS, "checkpoint"),
+        "lm_eval": _latest(evals + watch, (), "kind", prefix=LM_EVAL_PREFIX),
         "wandb_id": read_text(run.wandb_id),
     }
 
@@ -247,9 +248,21 @@ def _ago(seconds: float | None) -> str:
     return f"{duration(seconds)} ago"
 
 
+def _latest(records: list[dict], keys: tuple[str, ...], *extra: str, prefix: str | None = None) -> dict | None:
+    """The newest record holding one of `keys` (or a key starting with `prefix`), with those fields only."""
+    for record in sorted(records, key=lambda r: r.get("time", 0.0), reverse=True):
+        found = [k for k in record if k in keys or (prefix and k.startswith(prefix))]
+        if found:
+            return _pick(record, "step", "time", *found, *extra)
+    return None
+
+
 def _eval_line(record: dict | None) -> str:
     if not record:
         return "none"
+    if any(k.startswith(LM_EVAL_PREFIX) for k in record):
+        return f"step {record.get('step')}: " + ", ".join(
+            f"{k.removeprefix(LM_EVAL_PREFIX)} {v:.4f}" for k, v in record.items() if k.startswith(LM_EVAL_PREFIX))
     parts = [f"{k.removeprefix('val_')} {record[k]:.4f}" for k in EVAL_KEYS if isinstance(record.get(k), (int, float))]
     return f"step {record.get('step')}: " + (", ".join(parts) or "no values")
 
@@ -293,6 +306,7 @@ def rows(s: dict) -> list[tuple[str, str]]:
         ("rollbacks", rollbacks),
         ("eval (trainer)", _eval_line(s["eval"])),
         ("eval (watch)", _eval_line(s["watch_eval"])),
+        ("lm-eval", _eval_line(s["lm_eval"])),
         ("wandb run", s["wandb_id"] or "-"),
         ("plot", s.get("plot") or "-"),
     ]

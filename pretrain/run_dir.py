@@ -30,6 +30,7 @@ MANIFEST = "MANIFEST.json"  # in a checkpoint folder: size and sha256 of every f
 CONFIG = "wordpool_config.json"  # in a checkpoint folder: the run's validated config
 EVAL_FILE = "eval.json"  # in a checkpoint folder: the watcher's evaluation of it
 WATCH_LOG = "watch_evals.jsonl"
+LM_EVAL_PREFIX = "lm_eval/"  # eval and watch records: lm-eval metrics as lm_eval/<task>/<metric>
 CONTROL = "control"
 STOP = "stop"  # control/stop
 EXIT = "exit.json"  # control/exit.json

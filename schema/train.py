@@ -41,6 +41,9 @@ class TrainConfig(Strict):
                             "auto: the one prepare recorded (none for data prepared without hashes); none: off")
     activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward")
     peak_flops: float | None = Field(None, gt=0, description="peak FLOP/s of one device: logs show MFU when set")
+    init_from: str | None = Field(
+        None, description="warm start: weights of a checkpoint or export (strict), with a fresh optimizer, schedule "
+                          "and data position; ignored when the run resumes from checkpoints of its own")
 
 
 class WandbConfig(Strict):
@@ -75,9 +78,10 @@ class FaultConfig(Strict):
 class EvalHookConfig(Strict):
     """One scheduled evaluation: what to compute, and when."""
 
-    kind: Literal["val_bpb", "word_acc", "rare_word_acc", "samples", "callable"] = Field(
+    kind: Literal["val_bpb", "word_acc", "rare_word_acc", "samples", "callable", "lm_eval"] = Field(
         description="val_bpb: validation loss and bits/byte; word_acc: next-word accuracy; rare_word_acc: accuracy "
-                    "by training frequency; samples: generated text; callable: `target`, a user function")
+                    "by training frequency; samples: generated text; callable: `target`, a user function; "
+                    "lm_eval: lm-evaluation-harness `tasks` (offline)")
     every_steps: int | None = Field(None, ge=1)
     every_minutes: float | None = Field(None, gt=0)
     on_checkpoint: bool = Field(False, description="run right after each checkpoint is saved")
@@ -85,11 +89,18 @@ class EvalHookConfig(Strict):
     prompts: list[str] = Field(default_factory=lambda: ["The "], description="samples: prompts to continue")
     max_words: int = Field(20, ge=1, description="samples: words generated per prompt")
     max_batches: int | None = Field(None, ge=1, description="val micro-batches (default train.eval_batches)")
+    tasks: list[str] = Field(default_factory=list, description="lm_eval: task names (e.g. wordpool_cloze)")
+    include_path: list[str] = Field(default_factory=list, description="lm_eval: folders of task YAML files")
+    limit: float | None = Field(None, gt=0, description="lm_eval: documents per task (a fraction if < 1)")
+    num_fewshot: int | None = Field(None, ge=0, description="lm_eval: examples in the prompt")
+    batch_size: int = Field(8, ge=1, description="lm_eval: windows scored per forward")
 
     @model_validator(mode="after")
     def _check(self):
         if self.every_steps is None and self.every_minutes is None and not self.on_checkpoint:
             raise ValueError("a schedule: every_steps, every_minutes or on_checkpoint")
+        if (self.kind == "lm_eval") != bool(self.tasks):
+            raise ValueError("tasks (lm-eval task names) with kind lm_eval, and only then")
         if (self.kind == "callable") != (self.target is not None):
             raise ValueError("target ('package.module:function') with kind callable, and only then")
         if self.target is not None and (":" not in self.target or not all(self.target.split(":", 1))):

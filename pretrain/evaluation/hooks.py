@@ -1,7 +1,8 @@
 """Scheduled evaluation during training: a list of hooks, each a kind and a schedule.
 
 Kinds: val_bpb, word_acc, rare_word_acc (one validation pass serves all three when they fall due
-together), samples (generated text), callable (a user function `fn(ctx) -> dict`, by import path).
+together), samples (generated text), callable (a user function `fn(ctx) -> dict`, by import path),
+lm_eval (lm-evaluation-harness tasks through lm_eval_adapter.py).
 Schedules: every N steps, every T minutes, after each checkpoint; every hook also runs at the last
 step. Hooks run on every rank (they may use collectives, and ZeRO-3 needs every rank for a forward);
 rank 0 logs. Time-based schedules are decided by rank 0's clock and shared through the step's
@@ -75,6 +76,15 @@ class EvalSchedule:
         return sorted(due)
 
 
+def run_lm_eval_hook(model: torch.nn.Module, cfg, hook: EvalHookConfig) -> dict[str, float]:
+    """lm-eval's metrics of `model` on the hook's tasks, flat (`lm_eval/<task>/<metric>`). Every rank runs
+    the same requests (ZeRO-3 needs every rank in a forward); the results are identical."""
+    from pretrain.evaluation.lm_eval_adapter import WordpoolLM, metrics, run_lm_eval
+
+    lm = WordpoolLM.from_model(model, cfg, batch_size=hook.batch_size)
+    return metrics(run_lm_eval(lm, hook.tasks, hook.include_path, hook.limit, hook.num_fewshot, cfg.train.seed))
+
+
 class EvalRunner:
     """Runs due hooks against the live model; returns the records for rank 0 to log."""
 
@@ -98,6 +108,8 @@ class EvalRunner:
                 elif hook.kind == "callable":
                     values = self.schedule.callables[i](self._context(step)) or {}
                     records.append(("eval", {"hook": hook.target, **values}))
+                elif hook.kind == "lm_eval":
+                    records.append(("eval", {"hook": "lm_eval", **run_lm_eval_hook(self._module(), self.cfg, hook)}))
         finally:
             self.model.train()
         return records

@@ -25,6 +25,7 @@ import torch  # noqa: E402
 from lm_eval.api.model import LM  # noqa: E402
 
 from pretrain.evaluation.text_scoring import TextScorer, text_scorer  # noqa: E402
+from pretrain.run_dir import LM_EVAL_PREFIX, write_json_atomic  # noqa: E402
 
 SHIPPED_TASKS = Path(__file__).resolve().parent / "lm_eval_tasks"
 DEFAULT_MAX_BYTES = 256
@@ -86,16 +87,24 @@ def run_lm_eval(lm: WordpoolLM, tasks: list[str], include_paths: list[str | Path
     """lm-eval's results dict (results, configs, versions, n-shot, ...) for `tasks`; no samples kept."""
     import lm_eval
 
-    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager(tasks, include_paths),
-                                      limit=limit, num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=0,
-                                      random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
-                                      fewshot_random_seed=seed)
-    if results is None:  # lm-eval returns None on ranks > 0 of its own distributed mode: not used here
+    manager = task_manager(tasks, include_paths)
+    # Under torchrun lm-eval takes LOCAL_RANK > 0 for a tensor-parallel worker and returns no results there;
+    # here every rank evaluates the whole model itself (the same requests, the same results).
+    local_rank = os.environ.pop("LOCAL_RANK", None)
+    try:
+        results = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit,
+                                          num_fewshot=num_fewshot, log_samples=False, bootstrap_iters=0,
+                                          random_seed=seed, numpy_random_seed=seed, torch_random_seed=seed,
+                                          fewshot_random_seed=seed)
+    finally:
+        if local_rank is not None:
+            os.environ["LOCAL_RANK"] = local_rank
+    if results is None:
         raise RuntimeError("lm-eval returned no results")
     return results
 
 
-def metrics(results: dict[str, Any], prefix: str = "lm_eval/") -> dict[str, float]:
+def metrics(results: dict[str, Any], prefix: str = LM_EVAL_PREFIX) -> dict[str, float]:
     """Flat numeric metrics, e.g. {"lm_eval/wordpool_cloze/acc": 0.31}; lm-eval's ",none" filter suffix
     is dropped, other filters are kept (`exact_match,first_word` -> `exact_match/first_word`)."""
     flat = {}
@@ -116,8 +125,6 @@ def table(results: dict[str, Any]) -> str:
 
 def write_results(results: dict[str, Any], path: str | Path) -> Path:
     from lm_eval.utils import handle_non_serializable
-
-    from pretrain.run_dir import write_json_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

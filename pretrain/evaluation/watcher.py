@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pretrain.run_dir import (COMPLETE, CONFIG, EVAL_FILE, RunDir, append_jsonl, check_run_dir, complete_checkpoints,
-                              read_json, read_text, write_json_atomic)
+from schema import EvalHookConfig
+from pretrain.run_dir import (COMPLETE, CONFIG, EVAL_FILE, LM_EVAL_PREFIX, RunDir, append_jsonl, check_run_dir,
+                              complete_checkpoints, read_json, read_text, write_json_atomic)
 
 WANDB_PREFIX = "watch/"
 WANDB_STEP = "watch/train_step"
@@ -32,6 +33,7 @@ class WatchSettings:
     timeout: float | None = None
     once: bool = False
     data_dir: str | None = None
+    lm_eval: EvalHookConfig | None = None  # lm-eval tasks run on each checkpoint too
 
 
 def note(message: str) -> None:
@@ -55,17 +57,22 @@ def _marker(folder: Path) -> str | None:
         return None
 
 
-def evaluate_checkpoint(folder: Path, data_dir: str | None = None, max_batches: int | None = None) -> dict | None:
+def evaluate_checkpoint(folder: Path, data_dir: str | None = None, max_batches: int | None = None,
+                        lm_eval: EvalHookConfig | None = None) -> dict | None:
     """The watch record of `folder`, or None (with a note) if the checkpoint was deleted or replaced while
     it was being evaluated. An error on a checkpoint that is still there is raised: it is not transient."""
-    from pretrain.inference.loading import eval_checkpoint
+    from pretrain.evaluation.hooks import run_lm_eval_hook
+    from pretrain.inference.loading import eval_checkpoint, load_model
 
     before = _marker(folder)
     start = time.perf_counter()
     try:
         if before is None:
             raise FileNotFoundError(folder / COMPLETE)
-        values = eval_checkpoint(folder, data_dir, max_batches, log_to_run=False)
+        loaded = load_model(folder)
+        values = eval_checkpoint(folder, data_dir, max_batches, loaded=loaded, log_to_run=False)
+        if lm_eval is not None:
+            values.update(run_lm_eval_hook(*loaded, lm_eval))
     except Exception:
         if _marker(folder) == before and before is not None:
             raise
@@ -137,6 +144,7 @@ def _publish(run_dir: Path, folder: Path, record: dict, sink: WandbSink) -> bool
     append_jsonl(RunDir(run_dir).watch_log, record)
     sink.log(folder, record)
     acc = f", next-word accuracy {record['val_word_acc']:.4f}" if "val_word_acc" in record else ""
+    acc += "".join(f", {k.removeprefix(LM_EVAL_PREFIX)} {v:.4f}" for k, v in record.items() if k.startswith(LM_EVAL_PREFIX))
     print(f"step {record['step']}: val bits/byte {record['val_bpb']:.4f}{acc} ({folder.name}, "
           f"{record['eval_seconds']:.1f} s)", flush=True)
     return True
@@ -147,7 +155,7 @@ def _one_pass(s: WatchSettings, sink: WandbSink, deadline: float) -> int:
     for folder in pending(s.run_dir):
         if time.monotonic() >= deadline:
             break
-        record = evaluate_checkpoint(folder, s.data_dir, s.max_batches)
+        record = evaluate_checkpoint(folder, s.data_dir, s.max_batches, s.lm_eval)
         if record is not None and _publish(s.run_dir, folder, record, sink):
             done += 1
     return done

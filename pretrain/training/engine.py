@@ -9,6 +9,7 @@ from schema import WordpoolConfig
 from pretrain.training.update_guard import GuardedAdamW
 from pretrain.models.layers import set_activation_checkpointing
 from pretrain.models import build_model
+from pretrain.checkpoint.warm_start import load_into
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -50,13 +51,16 @@ def deepspeed_config(cfg: WordpoolConfig, world: int, bf16: bool, grad_accum: in
 
 
 def build_engine(cfg: WordpoolConfig, world: int, bf16: bool, grad_accum: int | None = None,
-                 load_universal: bool = False):
+                 load_universal: bool = False, init_weights: dict[str, torch.Tensor] | None = None):
     """The model of cfg.model under DeepSpeed, with AdamW (no decay on norms; its updates gated by
-    pretrain.training.update_guard) and warmup + cosine LR."""
+    pretrain.training.update_guard) and warmup + cosine LR. init_weights: a warm start's weights, loaded
+    before DeepSpeed partitions the model."""
     import deepspeed
 
     t = cfg.train
     model = build_model(cfg.model)
+    if init_weights is not None:
+        load_into(model, init_weights, t.init_from)
     set_activation_checkpointing(model, t.activation_checkpointing)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from pretrain.run_dir import RunDir, append_jsonl, read_text, write_atomic
+from pretrain.run_dir import LM_EVAL_PREFIX, RunDir, append_jsonl, read_text, write_atomic
 
 SUM_KEYS = ("nll_sum", "n_symbols", "n_text_bytes", "n_words", "n_correct")
 
@@ -80,8 +80,9 @@ class MetricsLogger:
             return f"{head} " + " ".join(f"{k}={v[k]:.4g}" if isinstance(v[k], float) else f"{k}={v[k]}"
                                          for k in v if k not in ("train_flops", "train_text_bytes"))
         keys = [k for k in ("val_loss", "val_bpb", "val_word_acc") if k in v]
+        downstream = [f"{k.removeprefix(LM_EVAL_PREFIX)} {v[k]:.4f}" for k in v if k.startswith(LM_EVAL_PREFIX)]
         buckets = [k for k in v if k.startswith("val_word_acc_freq_")]
-        line = " ".join([head] + [f"{k.removeprefix('val_')} {v[k]:.4f}" for k in keys])
+        line = " ".join([head] + [f"{k.removeprefix('val_')} {v[k]:.4f}" for k in keys] + downstream)
         if "val_word_acc_space" in v:
             line += f" (whitespace {v['val_word_acc_space']:.3f}, punct {v['val_word_acc_punct']:.3f} apart)"
         if buckets:

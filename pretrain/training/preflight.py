@@ -60,7 +60,11 @@ def preflight(cfg: WordpoolConfig, resume: str | None, check_lock: bool = True) 
         from pretrain.checkpoint.store import resolve_resume
 
         resolve_resume(resume, RunDir(cfg.train.run_dir).checkpoints)
-    check_shards(cfg)
+    cfg, _ = check_shards(cfg)  # with what the shards decide (a baseline's vocabulary size)
     check_train_split(Path(cfg.data.output) / "train")
+    if cfg.train.init_from:
+        from pretrain.checkpoint.warm_start import check_before_launch
+
+        check_before_launch(cfg)
     if check_lock:
         check_run_dir_free(cfg.train.run_dir)

@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from pretrain.checkpoint import reshard
 from pretrain.checkpoint import store as checkpoint
+from pretrain.checkpoint import warm_start
 from pretrain.evaluation.hooks import VAL_KINDS, EvalRunner, EvalSchedule, default_hooks
 from pretrain.evaluation.validation import WordScorer, to_device
 from pretrain.training import distributed, rank_failure
@@ -274,7 +275,11 @@ class Trainer:
         f = self.fault
         universal = self.resumed_from is not None and reshard.needs_universal(
             self.resumed_from, checkpoint.saved_world_size(self.resumed_from), self.world, self.t.zero_stage)
-        self.engine = build_engine(self.cfg, self.world, self.bf16, self.grad_accum, load_universal=universal)
+        warm = None
+        if self.t.init_from and self.resumed_from is None:  # a run's own checkpoints win over a warm start
+            warm = warm_start.init_weights(self.t.init_from)
+        self.engine = build_engine(self.cfg, self.world, self.bf16, self.grad_accum, load_universal=universal,
+                                   init_weights=warm)
         self.guard = UpdateGuard(f.skip_nonfinite, f.outlier_sigma, f.outlier_window, f.outlier_min_history,
                                  f.outlier_rule, judge_after_step=self.t.warmup_steps)
         self._plain_grad_norm = float("nan")  # without ZeRO or bf16, DeepSpeed reports no norm: measured here
