@@ -10,12 +10,14 @@ from __future__ import annotations
 import torch
 
 
-def flatten_words(words: torch.Tensor, lens: torch.Tensor, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def flatten_words(words: torch.Tensor, lens: torch.Tensor, pad: int,
+                  width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """words [B, W, L] (left-aligned), lens [B, W] -> (stream [B, S] with `pad` after each sample's end,
-    starts [B, W]: where each word begins in its sample's stream). S = the longest sample's length."""
+    starts [B, W]: where each word begins in its sample's stream). S = `width`, the longest sample's
+    length as a Python int (BatchSizes.stream_len: no sync, no data-dependent shape), else read here."""
     B, W, L = words.shape
     starts = lens.cumsum(1) - lens
-    S = max(int(lens.sum(1).max()), 1)  # one host sync: the stream's width
+    S = width if width is not None else max(int(lens.sum(1).max()), 1)  # without `width`: one host sync
     at = starts.unsqueeze(-1) + torch.arange(L, device=words.device)
     inside = torch.arange(L, device=words.device) < lens.unsqueeze(-1)
     flat_at = (torch.arange(B, device=words.device).view(B, 1, 1) * S + at).masked_fill(~inside, B * S)

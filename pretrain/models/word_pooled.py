@@ -29,6 +29,8 @@ Batch contract (see `WordPooledLM.forward`):
   words      [B, W, L] symbol ids, left-aligned, rest PAD; an end-of-document word is [EOD, PAD, ...]
   word_lens  [B, W]    symbols per word (EOD word: 1, absent word: 0; absent words only at the end)
   text_bytes [B, W]    UTF-8 text bytes per word (0 for EOD and absent words)
+  sizes      BatchSizes (optional): the batch's counts as Python ints, from the loader's collate; with
+             them the packed layout makes no host sync and compiles without graph breaks (train.compile)
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ from pretrain.models import flops
 from pretrain.models.byte_stream import flatten_words, last_byte_rows, word_rows
 from pretrain.models.hash_ngrams import HashNgramEmbedding
 from pretrain.models.layers import Stack, init_weights
-from pretrain.models.packed_layout import decode_loss_packed, encode_words_packed, latent_pool_packed, pack
+from pretrain.models.packed_layout import (BatchSizes, batch_sizes, decode_loss_packed, encode_words_packed,
+                                           latent_pool_packed, pack, present_rows)
 from pretrain.models.pooling import LatentPool
 from pretrain.models.symbols import EOD, EOW, PAD, POOL, VOCAB, banned_symbols, needs_eow
 from schema import ModelConfig
@@ -149,30 +152,32 @@ class WordPooledLM(nn.Module):
             h = self.latent(self.encoder(x, causal=False, key_mask=key_mask[:, None, None, :]), key_mask)
         return self.enc_to_word(h)
 
-    def _encode_present(self, flat, lens) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode_present(self, flat, lens, sizes: BatchSizes) -> tuple[torch.Tensor, torch.Tensor]:
         """byte_encoder=word: (rows, vectors [len(rows), p, d_model]) of the present words of flat [n, L]."""
         if self.layout_for(flat) == "packed":
-            rows = (lens > 0).nonzero().squeeze(1)
-            return rows, encode_words_packed(self, flat[rows], lens[rows])
+            rows = present_rows(lens, sizes.words)
+            return rows, encode_words_packed(self, flat[rows], lens[rows], sizes.word_bytes)
+        # bucketed / padded: which words fall in each width is data-dependent (nonzero per bucket): under
+        # torch.compile each bucket is a graph break, inherent to these layouts (packed is the one to compile)
         groups = word_buckets(lens, self.widths)
         return (torch.cat([idx for idx, _ in groups]),
                 torch.cat([self._encode_rows(flat[idx, :width], lens[idx]) for idx, width in groups]))
 
-    def stream_states(self, words, word_lens, cache=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """byte_encoder=stream: (encoder states [B, S, d_enc] of the flat byte streams, word starts [B, W])."""
-        stream, starts = flatten_words(words, word_lens, PAD)
+    def stream_states(self, words, word_lens, cache=None, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """byte_encoder=stream: (encoder states [B, S, d_enc] of the flat byte streams, word starts [B, W]);
+        width: S if known (BatchSizes.stream_len)."""
+        stream, starts = flatten_words(words, word_lens, PAD, width)
         h = self.encoder(self.enc_embed(stream), causal=True, cache=cache, window=self.cfg.encoder_window)
         return h, starts
 
-    def pool_stream(self, states, starts, lens) -> tuple[torch.Tensor, torch.Tensor]:
+    def pool_stream(self, states, starts, lens, sizes: BatchSizes) -> tuple[torch.Tensor, torch.Tensor]:
         """byte_encoder=stream: (rows, vectors [len(rows), 1, d_model]) of the present words (flat lens [B*W])."""
         B, S, d = states.shape
         flat = states.reshape(B * S, d)
         if self.layout_for(states) == "packed":
-            rows = (lens > 0).nonzero().squeeze(1)
-            inside = self._pos[: self.cfg.max_word_bytes] < lens[rows].unsqueeze(1)
-            at = word_rows(B, S, starts, rows, self.cfg.max_word_bytes)[inside]
-            packing = pack(lens[rows], self.cfg.max_word_bytes)
+            rows = present_rows(lens, sizes.words)
+            packing = pack(lens[rows], self.cfg.max_word_bytes, sizes.word_bytes)
+            at = word_rows(B, S, starts, rows, self.cfg.max_word_bytes)[packing.seq, packing.pos]
             return rows, self.enc_to_word(latent_pool_packed(self.latent, flat[at], packing))
         groups = word_buckets(lens, self.widths)
         vectors = [self.enc_to_word(self.latent(flat[word_rows(B, S, starts, idx, width)],
@@ -180,19 +185,20 @@ class WordPooledLM(nn.Module):
                    for idx, width in groups]
         return torch.cat([idx for idx, _ in groups]), torch.cat(vectors)
 
-    def encode(self, words, word_lens, cache=None):
+    def encode(self, words, word_lens, cache=None, sizes: BatchSizes | None = None):
         """[B, W, L] -> (backbone input [B, W*p, d_model], absent words zero; the stream's states and
-        word starts, or (None, None) with the per-word encoder)."""
+        word starts, or (None, None) with the per-word encoder). sizes: the batch's counts (read here if None)."""
         B, W, L = words.shape
         lens = word_lens.reshape(B * W)
-        if not bool((lens > 0).any()):
+        sizes = batch_sizes(words, word_lens) if sizes is None else sizes
+        if sizes.words == 0:
             raise ValueError("a batch without a single word")
         states = starts = None
         if self.stream:
-            states, starts = self.stream_states(words, word_lens, cache)
-            rows, vectors = self.pool_stream(states, starts, lens)
+            states, starts = self.stream_states(words, word_lens, cache, sizes.stream_len)
+            rows, vectors = self.pool_stream(states, starts, lens, sizes)
         else:
-            rows, vectors = self._encode_present(words.view(B * W, L), lens)
+            rows, vectors = self._encode_present(words.view(B * W, L), lens, sizes)
         out = vectors.new_zeros(B * W, self.p, vectors.shape[-1]).index_copy(0, rows, vectors)
         return out.view(B, W * self.p, -1), (states, starts)
 
@@ -206,14 +212,14 @@ class WordPooledLM(nn.Module):
         # Anything past a word's length is forced to PAD so stray contents can never leak in.
         return torch.where(self._pos[: words.shape[-1]] < word_lens.unsqueeze(-1), words, PAD)
 
-    def _teacher_forced(self, words, word_lens, mean_context: bool = False):
+    def _teacher_forced(self, words, word_lens, mean_context: bool = False, sizes: BatchSizes | None = None):
         """(the checked, cleaned words; contexts [n, p, d_model] predicting words 1..W-1, n = B*(W-1);
         their DecoderInputs). mean_context: every context replaced by their mean over the predicted words
         (what the decoder does without the backbone: the mean-context gap)."""
         self._check(words)
         B, W, L = words.shape
         words = self._clean(words, word_lens)
-        x, (states, starts) = self.encode(words, word_lens)
+        x, (states, starts) = self.encode(words, word_lens, sizes=sizes)
         ctx = self.backbone(x, causal=True).view(B, W, self.p, -1)[:, :-1].reshape(B * (W - 1), self.p, -1)
         nxt_lens = word_lens[:, 1:].reshape(-1)
         if mean_context:
@@ -263,18 +269,19 @@ class WordPooledLM(nn.Module):
         tgt = torch.where(pos < lens, padded, torch.where((pos == lens) & eow, EOW, -100))
         return tgt.masked_fill(lens == 0, -100)
 
-    def _decode_loss(self, ctx, inputs, nxt, nxt_lens) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode_loss(self, ctx, inputs, nxt, nxt_lens, sizes: BatchSizes) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed fp32 NLL of the n words nxt [n, L] and which ones the constrained argmax gets entirely
         right (hits [n] bool); absent words (length 0) skipped."""
         n, L = nxt.shape
         nll_sum = torch.zeros((), dtype=torch.float32, device=nxt.device)
         hits = torch.zeros(n, dtype=torch.bool, device=nxt.device)
         if self.layout_for(nxt) == "packed":
-            rows = (nxt_lens > 0).nonzero().squeeze(1)
-            if rows.numel():
+            if sizes.next_words:
+                rows = present_rows(nxt_lens, sizes.next_words)
                 eow = needs_eow(nxt[rows], nxt_lens[rows], L)
-                nll_sum, row_hits = decode_loss_packed(self, ctx, inputs, rows, nxt[rows], nxt_lens[rows], eow, EOW)
-                hits = hits.index_fill(0, rows[row_hits], True)
+                nll_sum, row_hits = decode_loss_packed(self, ctx, inputs, rows, nxt[rows], nxt_lens[rows], eow, EOW,
+                                                       sizes.next_bytes, sizes.next_eow)
+                hits = hits.index_copy(0, rows, row_hits)
             return nll_sum, hits
         for idx, width in word_buckets(nxt_lens, self.widths):
             logits = self._decode_rows(ctx, inputs, idx, width)
@@ -286,18 +293,19 @@ class WordPooledLM(nn.Module):
         return nll_sum, hits
 
     def forward(self, words, word_lens, text_bytes, details: bool = False, mean_context: bool = False,
-                **_) -> dict[str, torch.Tensor]:
+                sizes: BatchSizes | None = None, **_) -> dict[str, torch.Tensor]:
         """Scalar fp32 tensors (sums stay tensors so a trainer can all-reduce them): loss = nll_sum /
         n_symbols; nll_sum in nats over target symbols incl. EOW and EOD; n_text_bytes (bits/byte =
         nll_sum / ln 2 / n_text_bytes); n_words = text words predicted (words 1..W-1, end-of-document
         markers excluded); n_correct = those whose every target symbol is the (constrained, see
         banned_symbols) teacher-forced argmax, i.e. greedy generate() reproduces them exactly.
         With details=True also `word_hits` [B, W-1] bool (which predicted words were correct).
-        mean_context: see _teacher_forced."""
-        words, ctx, inputs = self._teacher_forced(words, word_lens, mean_context)
+        mean_context: see _teacher_forced. sizes: the batch's counts (the loader's collate); read here if None."""
+        sizes = batch_sizes(words, word_lens) if sizes is None else sizes
+        words, ctx, inputs = self._teacher_forced(words, word_lens, mean_context, sizes)
         B, W, L = words.shape
         nxt, nxt_lens = words[:, 1:].reshape(B * (W - 1), L), word_lens[:, 1:].reshape(B * (W - 1))
-        nll_sum, hits = self._decode_loss(ctx, inputs, nxt, nxt_lens)
+        nll_sum, hits = self._decode_loss(ctx, inputs, nxt, nxt_lens, sizes)
         n_symbols = (nxt_lens + needs_eow(nxt, nxt_lens, L)).sum().float()
         is_word = text_bytes[:, 1:] > 0
         word_hits = hits.view(B, W - 1) & is_word

@@ -23,6 +23,7 @@ from streaming import StreamingDataLoader, StreamingDataset
 from data_pipeline.reader import open_dataset
 from data_pipeline.shard_format import SHARD_HASH, shard_config, split_has_samples  # noqa: F401 (re-exported)
 from data_pipeline.shard_format import starts_document
+from pretrain.models.packed_layout import batch_sizes
 from pretrain.models.word_pooled import EOD, PAD
 from pretrain.models.token_lm import PAD_TOKEN
 from schema import UserError
@@ -64,6 +65,16 @@ def encode_token_sample(sample: dict, tokens_per_sample: int, token_bytes: np.nd
     nbytes[: len(ids)] = token_bytes[ids]
     return {"tokens": torch.from_numpy(tokens), "token_bytes": torch.from_numpy(nbytes),
             "doc_start": torch.tensor(starts_document(sample["docs"]))}
+
+
+def collate(samples: list[dict[str, torch.Tensor]]) -> dict:
+    """Samples -> a batch; a word batch also gets `sizes`, its data-dependent counts as Python ints
+    (pretrain.models.packed_layout.BatchSizes), read here on the host so the model's step needs no sync
+    and compiles without graph breaks (train.compile)."""
+    batch = torch.utils.data.default_collate(samples)
+    if "word_lens" in batch:
+        batch["sizes"] = batch_sizes(batch["words"], batch["word_lens"])
+    return batch
 
 
 def sample_encoder(data_dir: str | Path, max_word_bytes: int | None = None) -> Callable[[dict], dict]:
@@ -171,7 +182,7 @@ def make_loader(split_dir: str, encode: Callable[[dict], dict], micro_batch_size
                            batch_size=micro_batch_size, num_canonical_nodes=num_canonical_nodes,
                            validate_hash=hash_to_validate(split_dir, validate_hash), job=job)
     loader = StreamingDataLoader(dataset, batch_size=micro_batch_size, num_workers=num_workers,
-                                 drop_last=drop_last, persistent_workers=False)
+                                 drop_last=drop_last, persistent_workers=False, collate_fn=collate)
     return dataset, loader
 
 

@@ -84,7 +84,7 @@ def read_batches(data_dir: Path, cfg: WordpoolConfig, n: int) -> list[dict[str, 
     import itertools
 
     from data_pipeline.reader import iter_samples
-    from pretrain.training.loader import sample_encoder
+    from pretrain.training.loader import collate, sample_encoder
 
     encode = sample_encoder(data_dir, cfg.model.max_word_bytes)
     mb = cfg.train.micro_batch_size
@@ -92,7 +92,7 @@ def read_batches(data_dir: Path, cfg: WordpoolConfig, n: int) -> list[dict[str, 
     if not raw:
         raise ValueError(f"{data_dir}/train holds no samples")
     samples = [encode(raw[i % len(raw)]) for i in range(n * mb)]
-    return [torch.utils.data.default_collate(samples[i * mb:(i + 1) * mb]) for i in range(n)]
+    return [collate(samples[i * mb:(i + 1) * mb]) for i in range(n)]
 
 
 def _text_words(batch) -> int:
