@@ -43,6 +43,7 @@ SLURM_SCRIPT = "launch.sbatch"  # slurm/launch.sbatch
 WANDB_ID = "wandb_id"
 WANDB_DIR = "wandb"
 STATUS_PLOT = "status.png"
+PROFILER = "profiler"  # profiler/rank_RRRRR-step_NNNNNNNN.pt.trace.json: train.profile's Chrome traces
 LOCK = ".lock"  # held (flock) by the live training job's rank 0
 # what a run directory holds once anything ran in it; an empty or unrelated folder has none of these
 RUN_MARKERS = (METRICS, CHECKPOINTS, WANDB_ID, LAUNCH_LOG, CONTROL, HEARTBEATS, FAILURES)
@@ -123,6 +124,7 @@ class RunDir:
     wandb_id = property(lambda self: self.root / WANDB_ID)
     wandb_dir = property(lambda self: self.root / WANDB_DIR)
     status_png = property(lambda self: self.root / STATUS_PLOT)
+    profiler = property(lambda self: self.root / PROFILER)
     lock = property(lambda self: self.root / LOCK)
 
     def checkpoint(self, step: int) -> Path:
@@ -130,6 +132,10 @@ class RunDir:
 
     def heartbeat(self, rank: int) -> Path:
         return self.heartbeats / f"rank_{rank:05d}.json"
+
+    def profiler_trace(self, rank: int, step: int) -> Path:
+        """profiler/rank_RRRRR-step_NNNNNNNN.pt.trace.json: one rank's trace of the window ending at `step`."""
+        return self.profiler / f"rank_{rank:05d}-{tag_for(step)}.pt.trace.json"
 
     def heartbeat_files(self) -> list[Path]:
         return sorted(self.heartbeats.glob("rank_*.json"))

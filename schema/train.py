@@ -8,6 +8,17 @@ from pydantic import Field, model_validator
 from schema.base import Strict
 
 
+class ProfileConfig(Strict):
+    """train.profile: torch.profiler over a window of training steps (pretrain/training/profiling.py)."""
+
+    enabled: bool = Field(False, description="a Chrome trace per rank in <run_dir>/profiler/, top operators at the end")
+    wait: int = Field(5, ge=0, description="steps skipped before each cycle (start-up, compilation)")
+    warmup: int = Field(2, ge=0, description="steps traced but discarded before the recorded ones")
+    active: int = Field(3, ge=1, description="steps recorded per cycle")
+    repeat: int = Field(1, ge=0, description="cycles (each its own trace); 0: until the run ends")
+    top_ops: int = Field(15, ge=1, description="operators (by self time, rank 0) printed at the end")
+
+
 class TrainConfig(Strict):
     run_dir: str = Field("runs/default", description="checkpoints, metrics.jsonl, wandb")
     steps: int = Field(200, ge=1, description="optimizer steps")
@@ -40,6 +51,14 @@ class TrainConfig(Strict):
         "auto", description="check each shard file against this hash from index.json as a node first reads it; "
                             "auto: the one prepare recorded (none for data prepared without hashes); none: off")
     activation_checkpointing: bool = Field(False, description="recompute each block's activations in backward")
+    compile: bool = Field(False, description="torch.compile the model's forward and backward (DeepSpeed's "
+                                             "engine.compile); the first steps pay the compilation")
+    compile_backend: str = Field("inductor", description="train.compile: the torch.compile backend (aot_eager: "
+                                                         "no code generation, for debugging)")
+    compile_dynamic: bool | None = Field(
+        None, description="train.compile: dynamic shapes. None: a batch's word counts dynamic, other shapes once they "
+                          "change; true: all dynamic; false: static (a recompile for every new shape)")
+    profile: ProfileConfig = Field(default_factory=ProfileConfig)
     peak_flops: float | None = Field(None, gt=0, description="peak FLOP/s of one device: logs show MFU when set")
     init_from: str | None = Field(
         None, description="warm start: weights of a checkpoint or export (strict), with a fresh optimizer, schedule "

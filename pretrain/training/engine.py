@@ -6,6 +6,7 @@ import math
 import torch
 
 from schema import WordpoolConfig
+from pretrain.training.compilation import compile_engine
 from pretrain.training.update_guard import GuardedAdamW
 from pretrain.models.layers import set_activation_checkpointing
 from pretrain.models import build_model
@@ -71,4 +72,5 @@ def build_engine(cfg: WordpoolConfig, world: int, bf16: bool, grad_accum: int | 
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=schedule,
                                            config=deepspeed_config(cfg, world, bf16, grad_accum, load_universal))
     engine.guarded_optimizer = optimizer  # DeepSpeed wraps it; the trainer sets its gate
+    compile_engine(engine, t)  # train.compile (pretrain/training/compilation.py: why through the engine)
     return engine

@@ -76,6 +76,12 @@ class MetricsLogger:
                     f"{v['flops_per_s'] / 1e9:,.2f} GFLOP/s{mfu}")
         if kind == "samples":
             return "\n".join(f"{head} {s['prompt']!r} -> {s['text']!r}" for s in v["samples"])
+        if kind == "profile":  # train.profile (pretrain/training/profiling.py): one line per operator
+            where = str(Path(v["traces"][-1]).parent) if v["traces"] else "none written"
+            return "\n".join([f"{head} rank {v['rank']}: {v['profiled_steps']} steps profiled (traces: {where}); "
+                              f"top operators by self {v['clock'].upper()} time:"] +
+                             [f"{head} {o['share']:6.1%} {o['self_ms']:10.2f} ms {o['calls']:>7} calls  {o['name']}"
+                              for o in v["top_ops"]])
         if kind in ("attempt", "skip", "rollback", "rollback_unavailable", "checkpoint", "checkpoint_failed"):
             return f"{head} " + " ".join(f"{k}={v[k]:.4g}" if isinstance(v[k], float) else f"{k}={v[k]}"
                                          for k in v if k not in ("train_flops", "train_text_bytes"))

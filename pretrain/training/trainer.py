@@ -33,6 +33,7 @@ from pretrain.training.hang_watchdog import Watchdog
 from pretrain.training.loader import (clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
                                       split_has_samples)
 from pretrain.training.metrics import MetricsLogger, summarize
+from pretrain.training.profiling import StepProfiler
 from pretrain.training.run_files import TrainerFiles
 from pretrain.training.state import ModelTotals, Totals, TrainState
 from pretrain.training.update_guard import StepGate, UpdateGuard
@@ -88,9 +89,11 @@ class Trainer:
         if self.state.step == 0:
             self.evaluate(0, [i for i, h in enumerate(self.schedule.hooks) if h.kind in VAL_KINDS])
         self.engine.train()
+        self.profiler = StepProfiler(self.t.profile, self.files.root, self.rank, self.state.step, self.on_gpu)
         preempted = False
         while self.state.step < self.t.steps:
             result = self.train_step()
+            self.profiler.step()  # train.profile: its schedule counts training steps
             self.log_step(result)
             if self.guard.consecutive >= self.fault.max_consecutive_skips:
                 self.roll_back()
@@ -210,6 +213,7 @@ class Trainer:
         if preempted and self.logger:
             print(f"stop requested: checkpoint saved at step {step}, exiting", flush=True)
         self.watchdog.beat(step, "checkpoint")
+        self.profiler.finish(self.logger, step)  # rank 0 logs the top operators
         if self.logger:
             self.logger.close()
         dist.barrier()
