@@ -19,7 +19,7 @@ from pretrain.models.word_pooled import EOD, PAD
 from pretrain.training.compilation import mark_batch_sizes_dynamic
 
 L, W, B = 8, 8, 2
-WORD_VARIANTS = {  # the engine-level test (integration/test_compile.py) runs the default (cls) compiled
+WORD_VARIANTS = {  # the engine-level test (integration/test_compiled_training.py) runs the default (cls) compiled
     "cls": {},
     "cls2-every_layer-hashed": dict(pool_tokens=2, decoder_context="every_layer", hash_ngrams=[2, 3], hash_buckets=64),
     "latent": dict(pooling="latent"),

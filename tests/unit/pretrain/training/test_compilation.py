@@ -1,5 +1,5 @@
 """train.compile's set-up (pretrain/training/compilation.py): what reaches DeepSpeed's engine.compile. That the
-compiled model computes what the eager one does: unit/pretrain/models/test_compile.py, integration/test_compile.py."""
+compiled model computes what the eager one does: unit/pretrain/models/test_compile.py, integration/test_compiled_training.py."""
 import pytest
 import torch
 
