@@ -182,3 +182,26 @@ def test_rolling_bits_per_byte_equals_val_scoring_on_the_same_windows(word_model
                                                      byte_lens).items() if k != "doc_start"} for lo, _, hi in spans]
     [rolled] = TokenTextScorer(byte_model, BYTE_TABLE).rolling([text])
     assert bits_per_byte([rolled]) == pytest.approx(_val_bpb(byte_model, samples), rel=1e-6)
+
+
+def test_bpe_model_loglikelihood_equals_hand_computation(tmp_path):
+    """BPE: context and continuation are encoded together and split where the context's own tokens end
+    (its trailing spaces moved to the continuation, as lm-eval's HF model does); the continuation's tokens
+    are scored one by one."""
+    from data_pipeline.bpe import load_bpe, train_bpe
+    from pretrain.evaluation.word_scoring import bpe_byte_table
+
+    train_bpe([TEXT] * 20, 300, tmp_path / "tokenizer.json")
+    text = (tmp_path / "tokenizer.json").read_text()
+    tokenizer, table = load_bpe(text), bpe_byte_table(text)
+    torch.manual_seed(0)
+    model = TokenLM(_cfg("bpe", vocab_size=len(table))).eval()
+    [score] = TokenTextScorer(model, table, tokenizer).loglikelihood([("The cat sat on the ", "mat, and")])
+    eod = table.index(None)
+    context = tokenizer.encode("The cat sat on the").ids
+    whole = tokenizer.encode("The cat sat on the mat, and").ids
+    assert whole[:len(context)] == context and len(whole) > len(context)
+    ids = [eod] + whole
+    expected = sum(float(model.logits(torch.tensor([ids[:t]]))[0, -1].log_softmax(-1)[ids[t]].detach())
+                   for t in range(1 + len(context), len(ids)))
+    assert score.logprob == pytest.approx(expected, abs=1e-4) and score.n_bytes == len(" mat, and")
