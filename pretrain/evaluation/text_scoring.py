@@ -12,9 +12,10 @@ The accounting, the same for every model kind:
   straddles the boundary is read with its context bytes teacher-forced. The last word's end-of-word
   symbol is not counted: what follows the continuation is unknown (a byte or BPE model claims nothing
   about it either; a BPE model scores spaces that end the context with the continuation, as lm-eval's
-  HF models do, since its tokens carry their leading space). `is_greedy`: every counted symbol is the argmax (with the symbols generation may
-  never emit banned), i.e. greedy decoding reproduces the continuation (exactly so while context and
-  continuation fit in the model's window: past it, generation slides its window item by item).
+  HF models do, since its tokens carry their leading space). `is_greedy`: every counted symbol is the
+  argmax (with the symbols generation may never emit banned), i.e. greedy decoding reproduces the
+  continuation (exactly so while context and continuation fit in the model's window: past it,
+  generation slides its window item by item).
 - `rolling(text)` scores every item of the text, the word model's end-of-word symbols included (the end
   of the text ends its last word), not the end-of-document marker. Windows hold at most the model's
   sequence length (model.max_words) and overlap so that every chunk of predictions reads the window's
