@@ -60,6 +60,9 @@ class TrainConfig(Strict):
                           "change; true: all dynamic; false: static (a recompile for every new shape)")
     profile: ProfileConfig = Field(default_factory=ProfileConfig)
     peak_flops: float | None = Field(None, gt=0, description="peak FLOP/s of one device: logs show MFU when set")
+    bucket_order: Literal["random", "short_to_long"] = Field(
+        "random", description="decomposed data (data.packing=decompose): each step's length bucket; random: "
+                              "sampled by remaining batches; short_to_long: a curriculum, every epoch")
     init_from: str | None = Field(
         None, description="warm start: weights of a checkpoint or export (strict), with a fresh optimizer, schedule "
                           "and data position; ignored when the run resumes from checkpoints of its own")

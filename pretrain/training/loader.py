@@ -156,6 +156,7 @@ def clean_stale_streaming_state() -> None:
 class LoaderPosition:
     epoch: int = 0
     samples_in_epoch: int = 0  # global count, all ranks together
+    batches_in_epoch: int = 0  # decomposed data: micro-batches taken this epoch (length_buckets.py)
     initial_physical_nodes: int | None = None  # streaming keeps the first run's node count for its shuffle
 
 

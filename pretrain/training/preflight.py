@@ -16,10 +16,9 @@ def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
     data_dir = cfg.data.output
     meta = shard_config(data_dir)
     kind, tokenizer = cfg.model.kind, meta.get("tokenizer", "words")
-    if tokenizer != TOKENIZER_OF[kind] or meta.get("packing", "fixed") != "fixed":
-        raise ValueError(f"shards in {data_dir} hold data.tokenizer={tokenizer} / data.packing="
-                         f"{meta.get('packing')}; model.kind={kind} trains on data.tokenizer={TOKENIZER_OF[kind]}, "
-                         f"data.packing=fixed")
+    if tokenizer != TOKENIZER_OF[kind]:
+        raise ValueError(f"shards in {data_dir} hold data.tokenizer={tokenizer}; model.kind={kind} trains on "
+                         f"data.tokenizer={TOKENIZER_OF[kind]}")
     if kind != "word_pooled":
         from pretrain.evaluation.word_scoring import token_byte_table
 
@@ -36,6 +35,11 @@ def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
 
 
 def check_train_split(split_dir: Path) -> None:
+    buckets = sorted(split_dir.glob("len-*/index.json"))  # decomposed data: one dataset per length
+    if buckets:
+        if not any(split_has_samples(b.parent) for b in buckets):
+            raise UserError(f"the training split {split_dir} holds no samples: prepare more text")
+        return
     index = split_dir / "index.json"
     if not index.is_file():
         raise FileNotFoundError(f"no shards in {split_dir} ({index.name} missing): prepare did not finish there")

@@ -30,6 +30,7 @@ from pretrain.training import distributed, rank_failure
 from pretrain.training.engine import build_engine, grad_accum_for, warmup_cosine
 from pretrain.training.preflight import check_shards
 from pretrain.training.hang_watchdog import Watchdog
+from pretrain.training.length_buckets import decomposed_loaders, is_decomposed
 from pretrain.training.loader import (clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
                                       split_has_samples)
 from pretrain.training.metrics import MetricsLogger, summarize
@@ -295,15 +296,23 @@ class Trainer:
     def _build_loaders(self) -> None:
         t, data_dir = self.t, Path(self.cfg.data.output)
         encode = sample_encoder(str(data_dir), self.cfg.model.max_word_bytes)
-        train_set, train_loader = make_loader(str(data_dir / "train"), encode, t.micro_batch_size, t.shuffle,
-                                              t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True,
-                                              validate_hash=t.validate_hash, job=str(Path(t.run_dir).resolve()))
-        self.batches = endless_batches(train_set, train_loader, self.state.position, t.micro_batch_size * self.world)
-        self.val_loader = self.scorer = None
-        if split_has_samples(data_dir / "val"):
-            _, self.val_loader = make_loader(str(data_dir / "val"), encode, t.micro_batch_size, False, t.seed,
-                                             t.num_canonical_nodes, 0, drop_last=False, validate_hash=t.validate_hash,
-                                             job=str(Path(t.run_dir).resolve()))
+        job = str(Path(t.run_dir).resolve())
+        self.scorer = None
+        if is_decomposed(data_dir):  # one dataset per length bucket, each step from one (length_buckets.py)
+            self.batches, self.val_loader = decomposed_loaders(data_dir, encode, t, self.world, self.grad_accum,
+                                                               self.state.position, job)
+        else:
+            train_set, train_loader = make_loader(str(data_dir / "train"), encode, t.micro_batch_size, t.shuffle,
+                                                  t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True,
+                                                  validate_hash=t.validate_hash, job=job)
+            self.batches = endless_batches(train_set, train_loader, self.state.position,
+                                           t.micro_batch_size * self.world)
+            self.val_loader = None
+            if split_has_samples(data_dir / "val"):
+                _, self.val_loader = make_loader(str(data_dir / "val"), encode, t.micro_batch_size, False, t.seed,
+                                                 t.num_canonical_nodes, 0, drop_last=False,
+                                                 validate_hash=t.validate_hash, job=job)
+        if self.val_loader is not None:
             self.scorer = WordScorer(self.cfg.model.kind, str(data_dir), self.meta["max_word_bytes"],
                                      self.meta.get("split_digits", False))
         elif self.rank == 0:
