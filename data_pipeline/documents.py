@@ -3,6 +3,9 @@
 Every byte of an input (as `sources.input_size` counts it) ends up either in an accepted document's
 text, in the JSON envelope of an accepted JSON Lines record (`markup_bytes`), or in a rejected record
 with file, line (row, for tables) and reason.
+
+A part of a file (data_pipeline/plan.py) reads the same way: offsets stay file-absolute, ordinals are
+`part.base + position in the part`, lines count from the part's start (plan.absolute_lines fixes them).
 """
 from __future__ import annotations
 
@@ -86,9 +89,10 @@ def _decode(raw: bytes, source: str, ordinal: int, offset: int, line: int) -> st
                         f"invalid UTF-8 at byte {offset + exc.start} ({exc.reason})")
 
 
-def read_text(path: str, data: bytes, rule: str) -> Iterator[Document | Rejected]:
+def read_text(path: str, data: bytes, rule: str, base: int = 0) -> Iterator[Document | Rejected]:
     line = 1
-    for ordinal, (offset, raw) in enumerate(_chunks(data, rule)):
+    for position, (offset, raw) in enumerate(_chunks(data, rule)):
+        ordinal, offset = base + position, base + offset
         if not raw.strip():
             yield Rejected(path, ordinal, offset, line, len(raw), "empty document")
         else:
@@ -97,10 +101,10 @@ def read_text(path: str, data: bytes, rule: str) -> Iterator[Document | Rejected
         line += raw.count(b"\n")
 
 
-def read_jsonl(path: str, data: bytes, field: str) -> Iterator[Document | Rejected]:
-    offset = 0
-    for ordinal, raw in enumerate(data.splitlines(keepends=True)):
-        line, start = ordinal + 1, offset
+def read_jsonl(path: str, data: bytes, field: str, base: int = 0) -> Iterator[Document | Rejected]:
+    offset = base
+    for position, raw in enumerate(data.splitlines(keepends=True)):
+        ordinal, line, start = base + position, position + 1, offset
         offset += len(raw)
 
         def reject(reason: str) -> Rejected:
@@ -134,13 +138,13 @@ def read_jsonl(path: str, data: bytes, field: str) -> Iterator[Document | Reject
             yield Document(path, ordinal, start, line, body, markup_bytes=len(raw) - nbytes)
 
 
-def read_table(path: str, fmt: str, field: str) -> Iterator[Document | Rejected]:
+def read_table(path: str, fmt: str, field: str, part=None) -> Iterator[Document | Rejected]:
     """Parquet file or saved HF dataset: one document per row of the text column `field`; row r
     (0-based) has ordinal = offset = r and line = r + 1. A row accounts for the UTF-8 bytes of its
-    text value (0 for null or non-string), matching sources.input_size."""
-    row = 0
+    text value (0 for null or non-string), matching sources.input_size. `part`: some row groups only."""
+    row = part.base if part else 0
     try:
-        for array in text_column(path, fmt, field):
+        for array in text_column(path, fmt, field, part and range(part.start, part.stop)):
             if not is_text_type(array.type):
                 for _ in range(len(array)):
                     yield Rejected(path, row, row, row + 1, 0, f"column {field!r} is {array.type}, not a string")
@@ -154,7 +158,7 @@ def read_table(path: str, fmt: str, field: str) -> Iterator[Document | Rejected]
     except (OSError, ValueError) as exc:  # unreadable file or batch: the rows before it stand
         yield Rejected(path, row, row, row + 1, 0, f"cannot read {fmt} from row {row + 1} on: {exc}")
         return
-    if row == 0:
+    if row == 0 and part is None:
         yield Rejected(path, 0, 0, 1, 0, "no rows")
 
 
@@ -173,11 +177,16 @@ def _table_row(path: str, row: int, field: str, raw: bytes | None) -> Document |
     return Document(path, row, row, row + 1, text)
 
 
-def read_file(path: str, input_format: str, rule: str, field: str) -> Iterator[Document | Rejected]:
-    """Documents and rejected records of one input (local path or URL, see sources.expand_inputs)."""
+def read_file(path: str, input_format: str, rule: str, field: str, part=None) -> Iterator[Document | Rejected]:
+    """Documents and rejected records of one input (local path or URL, see sources.expand_inputs), or of
+    one part of it (a plan.Part)."""
     fmt = detect_format(path, input_format)
     if fmt in ("parquet", "hf"):
-        yield from read_table(path, fmt, field)
+        yield from read_table(path, fmt, field, part)
+        return
+    if part is not None:  # a byte range: plan.py never cuts a binary-looking or empty file
+        data = read_bytes(path, (part.start, part.stop))
+        yield from read_jsonl(path, data, field, part.start) if fmt == "jsonl" else read_text(path, data, rule, part.start)
         return
     try:
         data = read_bytes(path)

@@ -1,6 +1,7 @@
-"""`wordpool prepare`: the Ray Data job from raw files to MDS shards, resumable per input file.
+"""`wordpool prepare`: the Ray Data job from raw files to MDS shards, resumable per unit.
 
-The driver records the job (config + inputs) in `_job.json`, runs one Ray task per input file that
+The driver records the job (config + inputs) in `_job.json`, plans the units (an input file, or a part
+of one bigger than data.unit_bytes: data_pipeline/plan.py), runs one Ray task per unit that
 has no done-marker yet, then merges the finished units' indexes in input order and writes
 stats.json, the training split's word frequencies and a histogram PNG. A rerun after a crash skips
 finished units; a rerun with another config or other inputs is refused unless `force`.
@@ -20,6 +21,7 @@ from data_pipeline.shard_format import JOB_FILE, SPLITS
 from data_pipeline.sources import expand_inputs, filesystem_for
 from data_pipeline.split import assign_split
 from data_pipeline.output import OutputRoot
+from data_pipeline.plan import absolute_lines, plan_units
 from data_pipeline.unit import marker_rel, process_unit
 
 # settings that do not change what is written (where Ray runs, not what it computes)
@@ -55,7 +57,8 @@ def _start_or_resume(out: OutputRoot, record: dict[str, Any], force: bool) -> No
             out.local.mkdir(parents=True, exist_ok=True)
             return
         if not force:
-            changed = [k for k in previous["config"] if previous["config"].get(k) != record["config"].get(k)]
+            keys = dict.fromkeys([*previous["config"], *record["config"]])
+            changed = [k for k in keys if previous["config"].get(k) != record["config"].get(k)]
             inputs_changed = previous["inputs"] != record["inputs"]
             what = ", ".join([f"data.{k}" for k in changed] + (["the input files"] if inputs_changed else []))
             raise JobMismatch(f"{out.url} holds a prepare job with different {what}: refusing to mix them. "
@@ -83,7 +86,7 @@ def _train_tokenizer(cfg: DataConfig, inputs: list[str], out: OutputRoot) -> str
         budget = cfg.bpe_train_bytes
         for p in inputs:
             for rec in read_file(p, cfg.input_format, cfg.doc_split, cfg.text_field):
-                if isinstance(rec, Document) and assign_split(cfg.seed, rec.source, rec.ordinal,
+                if isinstance(rec, Document) and assign_split(cfg.seed, rec.source, rec.offset,
                                                               cfg.val_fraction) == "train":
                     yield rec.text
                     budget -= len(rec.text)
@@ -177,7 +180,8 @@ def _unit_task(row: dict[str, Any], **kwargs) -> dict[str, Any]:
 
 def run_prepare(cfg: DataConfig, force: bool = False,
                 on_unit: Callable[[dict[str, Any], float], None] | None = None) -> dict[str, Any]:
-    """Runs (or resumes) the job; `on_unit(summary, elapsed_s)` is called as each unit finishes."""
+    """Runs (or resumes) the job; `on_unit(summary, elapsed_s)` is called as each unit finishes (its
+    summary's "share": the part of its input file it read)."""
     from data_pipeline.stats import summarize, write_plots, write_word_freq
 
     inputs = expand_inputs(cfg.inputs)
@@ -185,20 +189,22 @@ def run_prepare(cfg: DataConfig, force: bool = False,
     _start_or_resume(out, job_record(cfg, inputs), force)
     start = time.perf_counter()
     tokenizer_json = _train_tokenizer(cfg, inputs, out)
-    todo = [u for u in range(len(inputs)) if not out.exists(marker_rel(u))]
+    units = plan_units(inputs, cfg)
+    todo = [row for row in units if not out.exists(marker_rel(row["unit"]))]
     if todo:
         ray = _init_ray(cfg)
-        ds = ray.data.from_items([{"unit": u, "path": inputs[u]} for u in todo], override_num_blocks=len(todo))
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
         ds = ds.map(_unit_task, fn_kwargs={"cfg": cfg, "output": cfg.output, "tokenizer_json": tokenizer_json,
                                            "driver_pid": os.getpid()},
                     runtime_env={"env_vars": _forwarded_env()})
         for row in ds.iter_rows():
             if on_unit:
                 on_unit(json.loads(row["summary"]), time.perf_counter() - start)
-    summaries = [json.loads(out.read_text(marker_rel(u))) for u in range(len(inputs))]
+    summaries = [json.loads(out.read_text(marker_rel(u))) for u in range(len(units))]
     _merge_indexes(out, summaries)
-    stats = summarize(cfg, inputs, summaries, time.perf_counter() - start, skipped=len(inputs) - len(todo))
-    write_word_freq(out, len(inputs))
+    absolute_lines(summaries, cfg.input_format)
+    stats = summarize(cfg, inputs, summaries, time.perf_counter() - start, skipped=len(units) - len(todo))
+    write_word_freq(out, len(units))
     write_plots(out.local, stats)
     (out.local / "stats.json").write_text(json.dumps(stats, indent=1))
     for rel in ("histograms.png", "stats.json"):  # stats.json last: its presence means the job is complete

@@ -232,9 +232,14 @@ def _read_raw(path: str) -> bytes:
         return stream.read()
 
 
-def read_bytes(path: str) -> bytes:
-    """The file's bytes, decompressed when it ends in .gz or .zst. Raises CorruptInput when the
-    compressed stream is broken (a missing file still raises FileNotFoundError)."""
+def read_bytes(path: str, span: tuple[int, int] | None = None) -> bytes:
+    """The file's bytes, decompressed when it ends in .gz or .zst; `span` = bytes [start, stop) of an
+    uncompressed file (data_pipeline/plan.py). Raises CorruptInput when the compressed stream is broken
+    (a missing file still raises FileNotFoundError)."""
+    if span is not None:
+        fs, fs_path = filesystem_for(path)
+        with fs.open_input_file(fs_path) as f:
+            return f.read_at(span[1] - span[0], span[0])
     raw = _read_raw(path)
     codec = compression_of(path)
     if codec is None:
@@ -246,8 +251,9 @@ def read_bytes(path: str) -> bytes:
         raise CorruptInput(f"corrupt {codec} stream: {exc}", len(raw)) from exc
 
 
-def input_size(path: str, input_format: str = "auto", field: str = "text") -> int:
-    """Bytes that read_file(path, input_format, ..., field) accounts for, record by record:
+def input_size(path: str, input_format: str = "auto", field: str = "text", part=None) -> int:
+    """Bytes that read_file(path, input_format, ..., field, part) accounts for, record by record (of a
+    plan.Part: its byte range, or the text values of its row groups):
     text / jsonl: file bytes after decompression (raw size if the stream is corrupt: the reader then
     rejects the file whole); parquet / hf: sum of the UTF-8 byte lengths of the text column's string
     values, null and non-string values counting 0 (up to the first unreadable batch, where the
@@ -256,7 +262,7 @@ def input_size(path: str, input_format: str = "auto", field: str = "text") -> in
     if fmt in ("parquet", "hf"):
         total = 0
         try:
-            for array in text_column(path, fmt, field):
+            for array in text_column(path, fmt, field, part and range(part.start, part.stop)):
                 if is_text_type(array.type):
                     total += pc.sum(pc.binary_length(array)).as_py() or 0
         except FileNotFoundError:
@@ -266,6 +272,8 @@ def input_size(path: str, input_format: str = "auto", field: str = "text") -> in
             # counted up to that row are exactly the ones its accepted/rejected records account for
             pass
         return total
+    if part is not None:
+        return part.stop - part.start
     fs, fs_path = filesystem_for(path)
     if (codec := compression_of(path)) is None:
         return fs.get_file_info(fs_path).size
@@ -286,15 +294,16 @@ def is_text_type(arrow_type: pa.DataType) -> bool:
     return any(is_(arrow_type) for is_ in (pa.types.is_string, pa.types.is_large_string, pa.types.is_string_view))
 
 
-def text_column(path: str, fmt: str, field: str) -> Iterator[pa.Array]:
-    """The `field` column of a Parquet file or saved HF dataset, batch by batch, in row order.
-    Raises ValueError when the column is missing."""
+def text_column(path: str, fmt: str, field: str, row_groups: range | None = None) -> Iterator[pa.Array]:
+    """The `field` column of a Parquet file (of its `row_groups` only, if given) or saved HF dataset,
+    batch by batch, in row order. Raises ValueError when the column is missing."""
     if fmt == "parquet":
         fs, fs_path = filesystem_for(path)
         with fs.open_input_file(fs_path) as f:
             parquet = pq.ParquetFile(f)
             _check_column(parquet.schema_arrow, field)
-            for batch in parquet.iter_batches(columns=[field]):
+            groups = None if row_groups is None else list(row_groups)
+            for batch in parquet.iter_batches(columns=[field], row_groups=groups):
                 yield _plain(batch.column(0))
         return
     for shard in _hf_shards(path):

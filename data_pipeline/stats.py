@@ -22,7 +22,9 @@ def summarize(cfg: DataConfig, inputs: list[str], summaries: list[dict[str, Any]
                 splits[split][key] = splits[split].get(key, 0) + value
     total = {key: sum(splits[s].get(key, 0) for s in SPLITS) for key in splits["train"]}
     rejected = [r for s in summaries for r in s["rejected"]]
-    input_bytes = {s["path"]: s["input_bytes"] for s in summaries}
+    input_bytes = dict.fromkeys(inputs, 0)
+    for s in summaries:  # a big file's parts add up to it
+        input_bytes[s["path"]] += s["input_bytes"]
     text_bytes = total.get("document_bytes", 0)
     return {
         "inputs": input_bytes,
@@ -39,7 +41,7 @@ def summarize(cfg: DataConfig, inputs: list[str], summaries: list[dict[str, Any]
         "splits": splits,
         "rejected_count": len(rejected),
         "rejected": rejected,
-        "units": len(inputs),
+        "units": len(summaries),
         "units_skipped": skipped,
         "word_bytes_hist": np.sum([s["word_bytes_hist"] for s in summaries], axis=0).tolist(),
         "words_per_doc_hist_log2": np.sum([s["words_per_doc_hist"] for s in summaries], axis=0).tolist(),

@@ -1,4 +1,5 @@
-"""One unit of work of the prepare job: an input file -> its own shard folders, then a done marker.
+"""One unit of work of the prepare job: an input file, or a part of a big one (data_pipeline/plan.py)
+-> its own shard folders, then a done marker.
 
 A unit's output depends only on its file and the config, so a rerun after a crash redoes exactly
 the units without a marker and produces the same shards. Layout under the output root:
@@ -22,6 +23,7 @@ import numpy as np
 from schema import DataConfig, fault_plan
 from data_pipeline.documents import Document, Rejected, read_file
 from data_pipeline.output import OutputRoot
+from data_pipeline.plan import Part
 from data_pipeline.segment import SegmentedBatch, segment_batch
 from data_pipeline.shard_format import (BYTE_EOD, COLUMNS, EOD_LEN, SHARD_HASH, SPLITS, UNITS_DIR, DocItems,
                                        SamplePacker, decomposition)
@@ -119,6 +121,7 @@ def _batch_items(tokenizer: str, docs: list[Document], seg: SegmentedBatch, doc_
 def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_json: str | None,
                  driver_pid: int | None = None) -> dict[str, Any]:
     root, unit, path = OutputRoot(output), int(row["unit"]), row["path"]
+    span = Part.of(row)  # None: the whole file
     out, name = root.local, unit_name(unit)
     remove_partial(out, unit)
     items_per_sample = cfg.words_per_sample if cfg.tokenizer == "words" else cfg.tokens_per_sample
@@ -140,7 +143,7 @@ def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_js
 
     # Documents go through segmentation, counting and histograms a batch at a time (vectorized), and
     # through the packers one by one, in file order, exactly as before.
-    for batch in _record_batches(read_file(path, cfg.input_format, cfg.doc_split, cfg.text_field)):
+    for batch in _record_batches(read_file(path, cfg.input_format, cfg.doc_split, cfg.text_field, span)):
         docs = [rec for rec in batch if isinstance(rec, Document)]
         seg = segment_batch([d.text for d in docs], cfg.max_word_bytes, split_digits=cfg.split_digits)
         byte_ends = np.concatenate([[0], np.cumsum(seg.lengths, dtype=np.int64)])[seg.word_ends()]
@@ -148,7 +151,7 @@ def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_js
         items = _batch_items(cfg.tokenizer, docs, seg, doc_bytes, bpe_encode)
         is_train: list[bool] = []
         for rec in batch:
-            split = assign_split(cfg.seed, rec.source, rec.ordinal, cfg.val_fraction)
+            split = assign_split(cfg.seed, rec.source, rec.offset, cfg.val_fraction)
             c = counts[split]
             if not isinstance(rec, Document):
                 rejected.append({"source": rec.source, "line": rec.line, "offset": rec.offset, "reason": rec.reason,
@@ -184,7 +187,8 @@ def process_unit(row: dict[str, Any], cfg: DataConfig, output: str, tokenizer_js
         emit(split, bucket, packer.flush())
     folders = writers.finish()
     _write_freq(out / UNITS_DIR / f"{name}.freq.parquet", freq)
-    summary = {"unit": unit, "path": path, "input_bytes": input_size(path, cfg.input_format, cfg.text_field),
+    summary = {"unit": unit, "path": path, "part": span and {k: row[k] for k in ("kind", "start", "stop", "base")},
+               "share": row.get("share", 1.0), "input_bytes": input_size(path, cfg.input_format, cfg.text_field, span),
                "counts": counts, "rejected": rejected, "folders": folders,
                "word_bytes_hist": word_bytes_hist.tolist(), "words_per_doc_hist": words_per_doc_hist.tolist()}
     for rel in [*folders, f"{UNITS_DIR}/{name}.freq.parquet"]:

@@ -50,7 +50,10 @@ def shard_origin(dataset_dir: str | Path, basename: str, problem: str) -> ShardP
     source = None
     marker = root / UNITS_DIR / f"{first}.json"
     if unit is not None and marker.is_file():
-        source = json.loads(marker.read_text()).get("path")
+        summary = json.loads(marker.read_text())
+        source, part = summary.get("path"), summary.get("part")
+        if source and part:  # a part of a big input (data_pipeline/plan.py)
+            source += f" ({part['kind'].replace('_', ' ')} {part['start']:,}-{part['stop']:,})"
     return ShardProblem(folder / basename, split, unit, source, problem)
 
 

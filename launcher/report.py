@@ -30,7 +30,8 @@ class PrepareProgress:
             self.docs += counts["documents"]
             self.bytes += counts["document_bytes"] + counts["markup_bytes"] + counts["rejected_bytes"]
         mb = self.bytes / 1e6
-        self.progress.update(self.task, advance=1, docs=self.docs, mb=mb, rate=mb / max(elapsed, 1e-9))
+        self.progress.update(self.task, advance=summary.get("share", 1),  # a part of a big file: its share
+                             docs=self.docs, mb=mb, rate=mb / max(elapsed, 1e-9))
 
 
 def print_prepare_summary(stats: dict[str, Any], output: str) -> None:

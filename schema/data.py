@@ -31,6 +31,8 @@ class DataConfig(Strict):
     seed: int = 0
     compression: Literal["zstd", "none"] = "zstd"
     shard_size_limit: int = Field(1 << 26, ge=1 << 16, description="bytes per MDS shard before compression")
+    unit_bytes: int = Field(64 << 20, ge=1, description="text, JSON Lines and Parquet inputs bigger than this are "
+                            "cut into units of about this size at record boundaries (.gz/.zst files stay whole)")
     ray_address: str | None = Field(None, description="join this Ray cluster instead of starting a local one")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray cluster (default: all)")
     object_store_mb: int | None = Field(None, ge=64, description="object store size of the local Ray cluster")
