@@ -150,7 +150,7 @@ def _quiet_ray_loggers() -> None:
 
 def _merge_indexes(out: OutputRoot, summaries: list[dict[str, Any]]) -> None:
     """One index.json per dataset folder (a split, or a split's length bucket), from finished units only."""
-    from streaming.base.util import merge_index
+    from data_pipeline.mds import merge_index  # streaming's, without importing torch (seconds)
 
     by_dataset: dict[str, list[str]] = {}
     for summary in summaries:
@@ -163,7 +163,7 @@ def _merge_indexes(out: OutputRoot, summaries: list[dict[str, Any]]) -> None:
             out.publish(f"{split}/index.json")
     for dataset, indexes in sorted(by_dataset.items()):
         (out.local / dataset / "index.json").unlink(missing_ok=True)  # a rerun merges afresh
-        merge_index(indexes, str(out.local / dataset), keep_local=True, download_timeout=60)
+        merge_index(indexes, str(out.local / dataset))
         out.publish(f"{dataset}/index.json")
 
 

@@ -64,7 +64,7 @@ class _Writers:
     def write(self, split: str, bucket: int | None, sample: dict) -> None:
         key = (split, bucket)
         if key not in self.open:
-            from streaming import MDSWriter
+            from data_pipeline.mds import MDSWriter  # streaming's bytes, without importing torch
 
             folder = self.output / split / (f"len-{bucket:05d}" if bucket else "") / self.name
             self.open[key] = MDSWriter(out=str(folder), columns=self.columns, compression=self.compression,
