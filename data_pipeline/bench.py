@@ -8,6 +8,9 @@ Figures, in MB of input text per second:
     (training excluded), `encode_batch` of them, pinned to one thread;
   - the whole Ray job (`run_prepare`) with 1 and with 2 workers, on the text repeated `scale` times
     and cut into several files (one task per input file), Ray start-up and worker imports excluded.
+End to end (data_pipeline/bench_e2e.py): `wordpool prepare` as a user runs it, and a plain peer script
+(HF BPE + mosaicml-streaming's MDSWriter), each timed at two input sizes: a fixed cost in seconds and a
+marginal rate in MB/s.
 The per-core figures come from one subprocess that alternates many short passes and keeps each
 measure's best: on a shared VM a core's speed drifts by up to 2× within seconds, and this way both
 measures see the same quiet moments. Rates divide by CPU time; wall-clock rates are kept beside them.
@@ -43,6 +46,7 @@ class BenchSettings:
     max_word_bytes: int = 32
     split_digits: bool = False
     bpe_vocab_size: int = 8192
+    e2e_scale: int = 8  # end to end: the text once and this many times over (the fit's two points)
 
 
 def load_documents(settings: BenchSettings) -> list[str]:
@@ -254,6 +258,13 @@ def run_bench(settings: BenchSettings, json_path: str | None = None) -> dict[str
         per_core = measure_per_core(docs, settings, Path(tmp))
         ceiling = measure_cpu_ceiling(max(settings.workers))  # just before the Ray runs, under the same load
         job = measure_ray_job(write_parts(settings, Path(tmp)), settings, Path(tmp))
+        from data_pipeline.bench_e2e import measure_end_to_end
+        from data_pipeline.job import expand_inputs
+
+        text_file = Path(tmp) / "e2e-source.txt"
+        text_file.write_bytes(b"".join(Path(p).read_bytes() for p in expand_inputs(settings.inputs)))
+        e2e = measure_end_to_end(text_file, settings.doc_split, settings.e2e_scale, settings.job_repeats,
+                                 settings.bpe_vocab_size, Path(tmp))
     lo, hi = str(min(settings.workers)), str(max(settings.workers))
     speedup = job["by_workers"][hi]["mb_s"] / job["by_workers"][lo]["mb_s"]
     result = {
@@ -262,6 +273,7 @@ def run_bench(settings: BenchSettings, json_path: str | None = None) -> dict[str
         "segment": per_core["segment"], "hat_splitter": per_core["hat_splitter"],
         "bpe": {**per_core["bpe"], "train_s": per_core["train_s"], "vocab_size": settings.bpe_vocab_size},
         "ray_job": job,
+        "end_to_end": e2e,
         "ratios": {"segment_vs_bpe": round(per_core["segment"]["mb_s_per_core"] / per_core["bpe"]["mb_s_per_core"], 3),
                    f"workers_{hi}_vs_{lo}": round(speedup, 3)},
         "targets": {"segment_vs_bpe": TARGET_SEGMENT_VS_BPE, f"workers_{hi}_vs_{lo}": TARGET_SPEEDUP},
@@ -297,7 +309,16 @@ def print_report(result: dict[str, Any]) -> None:
         tail = "" if r["serial_tail_s"] is None else f"; tail {r['serial_tail_s']:.2f} s"
         table.add_row(f"Ray job, {workers} worker{'s' if workers != '1' else ''}", "", f"{r['mb_s']:.2f}",
                       ", ".join(f"{x:.2f} s" for x in r["seconds"]) + tail)
+    e2e = result["end_to_end"]
+    for name, label in (("ours", "wordpool prepare, 1 CPU"), ("peer", "peer: HF BPE + MDSWriter")):
+        r = e2e[name]
+        rate = "n/a" if r["marginal_mb_s"] is None else f"{r['marginal_mb_s']:.2f}"  # noise beat the extra bytes
+        table.add_row(f"end to end: {label}", "", rate, f"fixed {r['fixed_s']:.1f} s + bytes / marginal rate; "
+                      + ", ".join(f"{t:.1f}" for t in r["seconds"]) + " s")
     console.print(table)
+    sizes = " and ".join(f"{b / 1e6:.2f} MB" for b in e2e["input_bytes"])
+    console.print(f"end to end: each command as its own process on {sizes}, best of {s['job_repeats']}; "
+                  f"fixed cost = the line through both at 0 bytes", markup=False)
     seg, hat, bpe = result["segment"], result["hat_splitter"], result["bpe"]
     console.print(f"per core: MB per CPU-second, best of {result['per_core_passes']} alternating passes (medians "
                   f"{seg['mb_s_per_core_median']:.2f} / {hat['mb_s_per_core_median']:.2f} / "

@@ -186,7 +186,10 @@ def read_file(path: str, input_format: str, rule: str, field: str, part=None) ->
         return
     if part is not None:  # a byte range: plan.py never cuts a binary-looking or empty file
         data = read_bytes(path, (part.start, part.stop))
-        yield from read_jsonl(path, data, field, part.start) if fmt == "jsonl" else read_text(path, data, rule, part.start)
+        if fmt == "jsonl":
+            yield from read_jsonl(path, data, field, part.start)
+        else:
+            yield from read_text(path, data, rule, part.start)
         return
     try:
         data = read_bytes(path)

@@ -167,6 +167,20 @@ def _merge_indexes(out: OutputRoot, summaries: list[dict[str, Any]]) -> None:
         out.publish(f"{dataset}/index.json")
 
 
+def _import_in_background() -> None:
+    """The driver's tail (the histogram PNG) imports matplotlib (~0.8 s): a thread loads it while the driver
+    waits on Ray's workers."""
+    import threading
+
+    def load() -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+
+    threading.Thread(target=load, daemon=True).start()
+
+
 def _forwarded_env() -> dict[str, str]:
     """Object-store settings of the driver, for tasks on workers started before they were set."""
     env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "WORDPOOL_STAGING"))}
@@ -193,10 +207,12 @@ def run_prepare(cfg: DataConfig, force: bool = False,
     todo = [row for row in units if not out.exists(marker_rel(row["unit"]))]
     if todo:
         ray = _init_ray(cfg)
+        _import_in_background()  # after Ray's imports: the two threads never import the same modules at once
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        env = _forwarded_env()  # a runtime_env only when needed: tasks then reuse the workers Ray started
         ds = ds.map(_unit_task, fn_kwargs={"cfg": cfg, "output": cfg.output, "tokenizer_json": tokenizer_json,
                                            "driver_pid": os.getpid()},
-                    runtime_env={"env_vars": _forwarded_env()})
+                    **({"runtime_env": {"env_vars": env}} if env else {}))
         for row in ds.iter_rows():
             if on_unit:
                 on_unit(json.loads(row["summary"]), time.perf_counter() - start)

@@ -13,7 +13,8 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
 
     settings = BenchSettings(inputs=args.input, scale=args.scale, repeats=args.repeats, job_repeats=args.job_repeats,
                              parts=args.parts, doc_split=args.doc_split, max_word_bytes=args.max_word_bytes,
-                             split_digits=args.split_digits, bpe_vocab_size=args.bpe_vocab_size)
+                             split_digits=args.split_digits, bpe_vocab_size=args.bpe_vocab_size,
+                             e2e_scale=args.e2e_scale)
     print_report(run_bench(settings, args.json))
     return 0
 
@@ -34,6 +35,9 @@ def _register_bench_data(sub) -> None:
     p.add_argument("--max-word-bytes", type=int, default=32)
     p.add_argument("--split-digits", action="store_true", help="number-aware splitting (groups of 3 digits)")
     p.add_argument("--bpe-vocab-size", type=int, default=8192)
+    p.add_argument("--e2e-scale", type=int, default=8,
+                   help="end to end (`wordpool prepare` and the peer script, fixed cost + marginal rate): the text "
+                        "once and N times over (default 8)")
     p.set_defaults(func=cmd_bench_data)
 
 

@@ -44,13 +44,15 @@ def prepare_without_ray(cfg) -> dict:
     (starting Ray costs tens of seconds on a loaded 2-core machine). Returns prepare's stats."""
     from data_pipeline.job import _start_or_resume, _train_tokenizer, job_record, run_prepare
     from data_pipeline.output import OutputRoot
+    from data_pipeline.plan import plan_units
     from data_pipeline.unit import process_unit
 
     out = OutputRoot(cfg.output)
     _start_or_resume(out, job_record(cfg, cfg.inputs), force=False)
     tokenizer_json = _train_tokenizer(cfg, cfg.inputs, out)
-    for unit, path in enumerate(cfg.inputs):
-        process_unit({"unit": unit, "path": path}, cfg, cfg.output, tokenizer_json)
+    units = plan_units(cfg.inputs, cfg)
+    for row in units:
+        process_unit(row, cfg, cfg.output, tokenizer_json)
     stats = run_prepare(cfg)
-    assert stats["units_skipped"] == len(cfg.inputs)  # Ray never started
+    assert stats["units_skipped"] == len(units)  # Ray never started
     return stats

@@ -11,8 +11,8 @@ from schema import DataConfig
 from data_pipeline.documents import Document, read_file
 from data_pipeline.plan import Part, absolute_lines, plan_units
 
-PIECES = [b"word ", b"Satz. ", b"\xc3\xa9t\xc3\xa9 ", b"\n", b"\n", b"  \n", b"\r\n", b"\r", b" \t\n", b"\x0c\n", b"x\n",
-          b"\xff"]
+PIECES = [b"word ", b"Satz. ", b"\xc3\xa9t\xc3\xa9 ", b"\n", b"\n", b"  \n", b"\r\n", b"\r", b" \t\n", b"\x0c\n",
+          b"x\n", b"\xff"]
 
 
 def _records(path, rule, part=None):
