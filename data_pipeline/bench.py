@@ -249,6 +249,16 @@ def measure_ray_job(parts: list[str], settings: BenchSettings, workdir: Path) ->
 
 # ---- the run and its report ----
 
+def _end_to_end(settings: BenchSettings, workdir: Path) -> dict[str, Any]:
+    from data_pipeline.bench_e2e import measure_end_to_end
+    from data_pipeline.job import expand_inputs
+
+    text_file = workdir / "e2e-source.txt"
+    text_file.write_bytes(b"".join(Path(p).read_bytes() for p in expand_inputs(settings.inputs)))
+    return measure_end_to_end(text_file, settings.doc_split, settings.e2e_scale, settings.job_repeats,
+                              settings.bpe_vocab_size, workdir)
+
+
 def run_bench(settings: BenchSettings, json_path: str | None = None) -> dict[str, Any]:
     load_start, start = os.getloadavg(), time.perf_counter()
     docs = load_documents(settings)
@@ -256,15 +266,9 @@ def run_bench(settings: BenchSettings, json_path: str | None = None) -> dict[str
         raise ValueError("the inputs hold no documents")
     with tempfile.TemporaryDirectory(prefix="wordpool-bench-") as tmp:
         per_core = measure_per_core(docs, settings, Path(tmp))
+        e2e = _end_to_end(settings, Path(tmp))  # before this process starts Ray: its clusters linger a while
         ceiling = measure_cpu_ceiling(max(settings.workers))  # just before the Ray runs, under the same load
         job = measure_ray_job(write_parts(settings, Path(tmp)), settings, Path(tmp))
-        from data_pipeline.bench_e2e import measure_end_to_end
-        from data_pipeline.job import expand_inputs
-
-        text_file = Path(tmp) / "e2e-source.txt"
-        text_file.write_bytes(b"".join(Path(p).read_bytes() for p in expand_inputs(settings.inputs)))
-        e2e = measure_end_to_end(text_file, settings.doc_split, settings.e2e_scale, settings.job_repeats,
-                                 settings.bpe_vocab_size, Path(tmp))
     lo, hi = str(min(settings.workers)), str(max(settings.workers))
     speedup = job["by_workers"][hi]["mb_s"] / job["by_workers"][lo]["mb_s"]
     result = {
