@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from pretrain.run_dir import CHECKPOINTS, RunDir
@@ -15,7 +16,7 @@ def split_tasks(text: str) -> list[str]:
 
 
 def cmd_lm_eval(args: argparse.Namespace) -> int:
-    from launcher.console import quiet_libraries
+    from launcher.console import quiet_libraries, verbose
 
     source = args.checkpoint or args.export
     if (args.checkpoint is None) == (args.export is None):
@@ -25,6 +26,8 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
     run = folder.parent.parent if folder.parent.name == CHECKPOINTS else None
     log = RunDir(run).log_file("lm-eval") if run and run.is_dir() else None
     quiet_libraries(log)  # lm-eval, datasets and torch narrate: into the run's logs
+    if not verbose():
+        os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's per-request progress bars
 
     try:
         from pretrain.evaluation.lm_eval_adapter import WordpoolLM, metrics, run_lm_eval, table, write_results
