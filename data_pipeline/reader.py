@@ -64,12 +64,15 @@ def node_cache(dataset_dir: str | Path, job: str | None = None) -> Path:
     return root / f"{folder.name}-{digest}"
 
 
-def open_dataset(dataset_dir: str | Path, dataset_class=None, job: str | None = None, **kwargs):
+def open_dataset(dataset_dir: str | Path | None, dataset_class=None, job: str | None = None, **kwargs):
     """A StreamingDataset over one MDS dataset folder, read through this node's cache (node_cache) of
-    `job`. Collective when distributed (streaming_prefix_lock)."""
+    `job`; with dataset_dir None, kwargs name what it reads (remote/local, or streams). Collective when
+    distributed (streaming_prefix_lock)."""
     dataset_class = dataset_class or StreamingDataset
+    if dataset_dir is not None:
+        kwargs.update(remote=str(Path(dataset_dir).resolve()), local=str(node_cache(dataset_dir, job)))
     with streaming_prefix_lock():
-        return dataset_class(remote=str(Path(dataset_dir).resolve()), local=str(node_cache(dataset_dir, job)), **kwargs)
+        return dataset_class(**kwargs)
 
 
 def dataset_dirs(root: str | Path, split: str) -> list[Path]:

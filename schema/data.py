@@ -10,8 +10,9 @@ from schema.base import Strict
 
 class DataConfig(Strict):
     inputs: list[str] = Field(default_factory=list, description="files or globs to read")
-    output: str = Field("data/shards", description="the data folder: `wordpool prepare` writes train/ val/ and "
-                                                             "stats.json there, train and eval read it")
+    output: str = Field("data/shards", description="the data folder or s3:// URL: `wordpool prepare` writes train/ "
+                                                             "val/ and stats.json there, train and eval read it "
+                                                             "(with train.streams: the first stream's path)")
     input_format: Literal["auto", "text", "jsonl", "parquet", "hf"] = Field(
         "auto", description="auto: by suffix (.jsonl/.parquet/…, .gz/.zst allowed); a saved HF dataset folder is hf")
     text_field: str = Field("text", description="JSON Lines field / Parquet or HF dataset column holding the text")

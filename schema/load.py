@@ -48,6 +48,32 @@ class WordpoolConfig(Strict):
         return self
 
 
+    @model_validator(mode="after")
+    def _derive_data_output(self):
+        """With train.streams, data.output is the first stream's path (its tokenizer, statistics and val split
+        serve evaluation and export); another value given for it is an error. A finite train.cache_limit
+        needs remote data: streaming evicts local-only shards for good."""
+        streams, output = self.train.streams, self.data.output
+        if streams and output != streams[0].path:
+            if "output" in self.data.model_fields_set and output != DataConfig.model_fields["output"].default:
+                raise PydanticCustomError(
+                    "derived_key", "{value}, the first of train.streams; set train.streams",
+                    {"key": "data.output", "got": output, "value": streams[0].path})
+            self.data = self.data.model_copy(update={"output": streams[0].path})
+        paths = [s.path for s in streams] or [self.data.output]
+        local = [p for p in paths if not _is_remote(p)]
+        if self.train.cache_limit is not None and local:
+            raise PydanticCustomError(
+                "derived_key", "{value}", {"key": "train.cache_limit", "got": self.train.cache_limit,
+                                           "value": f"no limit: {local[0]} is local, and a finite cache evicts "
+                                                    f"local-only shards for good (remote data: an s3:// URL)"})
+        return self
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
 class ConfigError(UserError):
     """A config that cannot be used; the message is meant for the user as is."""
 

@@ -1,9 +1,11 @@
 """Schema of the `train`, `wandb`, `fault` and `evals` sections."""
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from schema.base import Strict
 
@@ -17,6 +19,29 @@ class ProfileConfig(Strict):
     active: int = Field(3, ge=1, description="steps recorded per cycle")
     repeat: int = Field(1, ge=0, description="cycles (each its own trace); 0: until the run ends")
     top_ops: int = Field(15, ge=1, description="operators (by self time, rank 0) printed at the end")
+
+
+class StreamConfig(Strict):
+    """train.streams: one prepared dataset of a training mixture (a mosaicml-streaming Stream)."""
+
+    path: str = Field(description="the dataset's data folder or URL (what `wordpool prepare --output` wrote)")
+    name: str | None = Field(None, description="names its validation figures (val_bpb/<name>); default: the "
+                                               "path's last part")
+    proportion: float | None = Field(None, gt=0, description="its share of each epoch's samples (relative)")
+    repeat: float | None = Field(None, gt=0, description="how many times its samples are seen per epoch")
+    choose: int | None = Field(None, ge=1, description="samples of it drawn per epoch")
+
+    @model_validator(mode="after")
+    def _check(self):
+        given = [k for k in ("proportion", "repeat", "choose") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"one of proportion, repeat, choose (got {', '.join(given)})")
+        if self.name is None:
+            self.name = self.path.rstrip("/").rsplit("/", 1)[-1] or self.path
+        return self
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b)?\s*$", re.IGNORECASE)
 
 
 class TrainConfig(Strict):
@@ -47,6 +72,18 @@ class TrainConfig(Strict):
     eval_batches: int = Field(20, ge=1, description="val micro-batches per evaluation")
     log_every: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0, description="DataLoader workers")
+    data_local: str | None = Field(
+        None, description="remote data (data.output or a stream an s3:// URL): the folder on each node holding its "
+                          "copy (default: a cache folder per dataset and run under WORDPOOL_SHARD_CACHE or TMPDIR)")
+    cache_limit: int | None = Field(
+        None, description="remote data only: the most bytes of shards kept per node (e.g. 10gb); older shards "
+                          "are evicted and fetched again when needed. None: no limit")
+    predownload: int | None = Field(None, ge=1, description="samples per worker fetched ahead of training "
+                                                            "(None: streaming's default, 8 batches)")
+    download_timeout: float = Field(60.0, gt=0, description="seconds a shard download may take")
+    streams: list[StreamConfig] = Field(
+        default_factory=list, description="a mixture of prepared datasets (same tokenization and settings); "
+                                          "data.output is then the first one's path")
     validate_hash: str | None = Field(
         "auto", description="check each shard file against this hash from index.json as a node first reads it; "
                             "auto: the one prepare recorded (none for data prepared without hashes); none: off")
@@ -63,6 +100,30 @@ class TrainConfig(Strict):
     bucket_order: Literal["random", "short_to_long"] = Field(
         "random", description="decomposed data (data.packing=decompose): each step's length bucket; random: "
                               "sampled by remaining batches; short_to_long: a curriculum, every epoch")
+    @field_validator("cache_limit", mode="before")
+    @classmethod
+    def _bytes(cls, value):
+        """"10gb" -> bytes (KiB-based units, as mosaicml-streaming reads them)."""
+        match = _SIZE.match(value) if isinstance(value, str) else None
+        if isinstance(value, str) and not match:
+            raise ValueError("a byte count, or a size like 10gb / 500mb")
+        size = int(float(match[1]) * 1024 ** "bkmgt".index((match[2] or "b")[0].lower())) if match else value
+        if size is not None and size < 1:
+            raise ValueError("a positive byte count")
+        return size
+
+    @model_validator(mode="after")
+    def _check_streams(self):
+        names = [s.name for s in self.streams]
+        if len(set(names)) != len(names):
+            raise PydanticCustomError("derived_key", "different names; set `name` on each",
+                                      {"key": "train.streams", "got": names})
+        mixed = [s.proportion is not None for s in self.streams]
+        if any(mixed) and not all(mixed):
+            raise PydanticCustomError("derived_key", "proportion on every stream or on none (mosaicml-streaming "
+                                      "weighs relatively or absolutely)", {"key": "train.streams", "got": mixed})
+        return self
+
     init_from: str | None = Field(
         None, description="warm start: weights of a checkpoint or export (strict), with a fresh optimizer, schedule "
                           "and data position; ignored when the run resumes from checkpoints of its own")

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from schema import EvalHookConfig
-from pretrain.evaluation.validation import evaluate
+from pretrain.evaluation.validation import evaluate, evaluate_streams
 
 VAL_KINDS = ("val_bpb", "word_acc", "rare_word_acc")
 
@@ -89,9 +89,11 @@ class EvalRunner:
     """Runs due hooks against the live model; returns the records for rank 0 to log."""
 
     def __init__(self, schedule: EvalSchedule, model: torch.nn.Module, cfg, device: torch.device, val_loader,
-                 scorer, all_reduce: Callable[[torch.Tensor], None], rank: int, world: int, run_dir):
+                 scorer, all_reduce: Callable[[torch.Tensor], None], rank: int, world: int, run_dir,
+                 stream_loaders: dict | None = None):
         self.schedule, self.model, self.cfg, self.device = schedule, model, cfg, device
         self.val_loader, self.scorer, self.all_reduce = val_loader, scorer, all_reduce
+        self.stream_loaders = stream_loaders or {}  # train.streams: each stream's val split, reported apart
         self.rank, self.world, self.run_dir = rank, world, run_dir
 
     def run(self, step: int, due: list[int]) -> list[tuple[str, dict]]:
@@ -117,8 +119,11 @@ class EvalRunner:
     def _validation(self, kinds: set[str], hooks: list[EvalHookConfig]) -> dict:
         batches = max(h.max_batches or self.cfg.train.eval_batches for h in hooks)
         scorer = self.scorer if kinds & {"word_acc", "rare_word_acc"} else None  # the splitter costs CPU time
-        values = evaluate(self.model, self.val_loader, min(batches, len(self.val_loader)), self.device,
-                          self.all_reduce, scorer)
+        if self.stream_loaders:
+            values = evaluate_streams(self.model, self.stream_loaders, batches, self.device, self.all_reduce, scorer)
+        else:
+            values = evaluate(self.model, self.val_loader, min(batches, len(self.val_loader)), self.device,
+                              self.all_reduce, scorer)
         if "rare_word_acc" not in kinds:
             values = {k: v for k, v in values.items() if "_freq_" not in k}
         if "word_acc" not in kinds and "rare_word_acc" not in kinds:

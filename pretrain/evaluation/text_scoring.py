@@ -218,9 +218,10 @@ def text_scorer(model: torch.nn.Module, cfg, data_dir: str | Path | None = None,
     cfg.data.output) token table and, for BPE, its tokenizer.json."""
     if cfg.model.kind == "word_pooled":
         return WordTextScorer(model, batch_size, cfg.data.split_digits)
+    from data_pipeline.data_cache import local_root
     from pretrain.evaluation.word_scoring import token_byte_table
 
-    data_dir = Path(data_dir or cfg.data.output)
+    data_dir = local_root(data_dir or cfg.data.output)  # fetched to this node when it is a URL
     tokenizer = None
     if cfg.model.kind == "bpe":
         from data_pipeline.bpe import TOKENIZER_FILE, load_bpe

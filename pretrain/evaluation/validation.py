@@ -71,22 +71,37 @@ def evaluate(forward: Callable, loader: Iterable, max_batches: int, device: torc
              scorer: WordScorer | None = None) -> dict[str, float]:
     """Val metrics over at most `max_batches` micro-batches (per rank). Next-word accuracy comes from the
     scorer only (the same splitter-based word classes for every model kind); without one, none."""
-    sums = torch.zeros(5, dtype=torch.float64)
+    return evaluate_streams(forward, {"": loader}, max_batches, device, all_reduce, scorer)
+
+
+@torch.no_grad()
+def evaluate_streams(forward: Callable, loaders: dict[str, Iterable], max_batches: int, device: torch.device,
+                     all_reduce: Callable[[torch.Tensor], None] | None = None,
+                     scorer: WordScorer | None = None) -> dict[str, float]:
+    """evaluate() over several val splits (train.streams), `max_batches` from each: the overall figures
+    over all of them, and each stream's loss and bits/byte as val_loss/<name>, val_bpb/<name>."""
     if scorer is not None:
         scorer.reset()
-    for i, batch in enumerate(loader):
-        if i >= max_batches:
-            break
-        out = forward(**to_device(batch, device), details=scorer is not None)
-        sums += stack_sums(out).cpu()
-        if scorer is not None:
-            scorer.add(batch, out)
+    per_stream = torch.zeros(len(loaders), 5, dtype=torch.float64)
+    for row, loader in enumerate(loaders.values()):
+        for i, batch in enumerate(loader):
+            if i >= max_batches:
+                break
+            out = forward(**to_device(batch, device), details=scorer is not None)
+            per_stream[row] += stack_sums(out).cpu()
+            if scorer is not None:
+                scorer.add(batch, out)
     if all_reduce is not None:
-        all_reduce(sums)
+        all_reduce(per_stream)
     words: dict[str, float] = {}
     if scorer is not None:
         counts = scorer.as_tensor()
         if all_reduce is not None:
             all_reduce(counts)
         words = scorer.summary(counts, "val_")
-    return {**summarize(sums, "val_"), **words}
+    values = {**summarize(per_stream.sum(0), "val_"), **words}
+    for name, sums in zip(loaders, per_stream):
+        if name:
+            stream = summarize(sums, "val_")
+            values.update({f"{key}/{name}": stream[key] for key in ("val_loss", "val_bpb")})
+    return values

@@ -173,8 +173,9 @@ def add_hf_files(folder: str | Path, cfg: WordpoolConfig) -> None:
     tokenizer_json = None
     if cfg.model.kind == "bpe":
         from data_pipeline.bpe import TOKENIZER_FILE
+        from data_pipeline.data_cache import local_root
 
-        source = Path(cfg.data.output) / TOKENIZER_FILE
+        source = local_root(cfg.data.output) / TOKENIZER_FILE  # fetched to this node when data.output is a URL
         if not source.is_file():
             raise FileNotFoundError(f"the BPE model's tokenizer {source} (data.output) is missing: --hf ships it")
         tokenizer_json = source.read_text()

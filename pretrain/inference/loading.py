@@ -11,7 +11,8 @@ import torch
 from schema import WordpoolConfig
 from pretrain.checkpoint import store as checkpoint
 from data_pipeline.shard_format import shard_config
-from pretrain.training.loader import make_loader, sample_encoder, split_has_samples
+from data_pipeline.data_cache import local_root, split_location
+from pretrain.training.loader import SplitSource, make_loader, sample_encoder, split_has_samples
 from pretrain.evaluation.validation import WordScorer, evaluate
 from pretrain.inference.export import is_export, load_checkpoint, load_exported, read_export_config
 from pretrain.models.word_pooled import WordPooledLM
@@ -46,13 +47,14 @@ def eval_checkpoint(folder: str | Path, data_dir: str | None = None, max_batches
     if mean_context_gap and cfg.model.kind != "word_pooled":
         raise ValueError(f"the mean-context gap measures a word-pooled model's decoder; {folder} holds a "
                          f"{cfg.model.kind} model")
-    data_dir = data_dir or cfg.data.output
+    data_path, job = data_dir or cfg.data.output, f"eval:{Path(cfg.train.run_dir).resolve()}"  # beside its training
+    data_dir = local_root(data_path, job)  # a remote dataset's own files, fetched to this node
     meta = shard_config(data_dir)
     if not split_has_samples(Path(data_dir) / "val"):
-        raise ValueError(f"{data_dir}/val holds no samples: nothing to evaluate (raise data.val_fraction)")
-    _, loader = make_loader(str(Path(data_dir) / "val"), sample_encoder(data_dir, cfg.model.max_word_bytes),
-                            cfg.train.micro_batch_size, False, cfg.train.seed, cfg.train.num_canonical_nodes, 0,
-                            drop_last=False, job=f"eval:{Path(cfg.train.run_dir).resolve()}")  # beside its training
+        raise ValueError(f"{data_path}/val holds no samples: nothing to evaluate (raise data.val_fraction)")
+    _, loader = make_loader([SplitSource(*split_location(data_path, "val", job))],
+                            sample_encoder(data_dir, cfg.model.max_word_bytes), cfg.train.micro_batch_size, False,
+                            cfg.train.seed, cfg.train.num_canonical_nodes, 0, drop_last=False)
     scorer = WordScorer(cfg.model.kind, data_dir, meta["max_word_bytes"], meta.get("split_digits", False))
     batches = max_batches or len(loader)
     values = evaluate(model, loader, batches, torch.device("cpu"), scorer=scorer)

@@ -18,9 +18,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from streaming import StreamingDataLoader, StreamingDataset
+from streaming import Stream, StreamingDataLoader, StreamingDataset
+from streaming.base.dataset import _ShardState
 
-from data_pipeline.reader import open_dataset
+from data_pipeline.data_cache import is_remote
+from data_pipeline.reader import node_cache, open_dataset
 from data_pipeline.shard_format import SHARD_HASH, shard_config, split_has_samples  # noqa: F401 (re-exported)
 from data_pipeline.shard_format import starts_document
 from pretrain.models.packed_layout import batch_sizes
@@ -90,6 +92,9 @@ def sample_encoder(data_dir: str | Path, max_word_bytes: int | None = None) -> C
     return functools.partial(encode_token_sample, tokens_per_sample=meta["tokens_per_sample"], token_bytes=lens)
 
 
+_LOCAL = _ShardState.LOCAL
+
+
 class CorruptShard(UserError):
     """A shard file is not what prepare wrote (its hash, size or compression says so)."""
 
@@ -111,6 +116,27 @@ class Shards(StreamingDataset):
             self.shard_error = self._corrupt(shard_id, exc)
             raise self.shard_error from exc
 
+    def _evict_coldest_shard(self) -> None:
+        """Streaming evicts the least recently touched shard, which may be one this process's iterator is about
+        to read: its ready thread then waits for that shard forever (a stall seen with a tight
+        train.cache_limit). Shards the iterator no longer needs go first (coldest first); else the one it
+        needs last, never the next. Other ranks' needs on the node are unknown here: keep the limit roomy."""
+        it = getattr(self, "_iterator", None)
+        if it is None:
+            return super()._evict_coldest_shard()
+        states, times = self._shard_states.numpy(), self._shard_access_times.numpy()
+        first_use: dict[int, int] = {}
+        for pos, sample in enumerate(it.sample_ids[it.ready_index : it.prepare_index + 1].tolist()):
+            if sample >= 0:
+                first_use.setdefault(int(self.spanner[sample][0]), pos)
+        local = np.flatnonzero(states == _LOCAL).tolist()
+        unneeded = [i for i in local if i not in first_use]
+        if unneeded:
+            return self._evict_shard(min(unneeded, key=lambda i: times[i]))
+        if len(local) < 2:
+            return super()._evict_coldest_shard()
+        self._evict_shard(max(local, key=lambda i: first_use[i]))
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         # after a shard failed, streaming's iterator just stops early (an epoch short of samples, silently)
         yield from super().__iter__()
@@ -129,7 +155,7 @@ class Shards(StreamingDataset):
     def _corrupt(self, shard_id: int, exc: Exception) -> CorruptShard:
         from data_pipeline.verify import data_root, shard_origin
 
-        shard, stream = self.shards[shard_id], self.streams[0]
+        shard, stream = self.shards[shard_id], self.streams[self.stream_per_shard[shard_id]]
         raw, zipped = shard.file_pairs[0]
         name = (zipped or raw).basename
         cause = "its hash differs from index.json's" if "Checksum failure" in str(exc) else f"{type(exc).__name__}: {exc}"
@@ -171,17 +197,52 @@ def hash_to_validate(split_dir: str | Path, setting: str | None) -> str | None:
     return SHARD_HASH if SHARD_HASH in recorded else next(iter(recorded), None)
 
 
-def make_loader(split_dir: str, encode: Callable[[dict], dict], micro_batch_size: int, shuffle: bool, seed: int,
-                num_canonical_nodes: int, num_workers: int, drop_last: bool,
-                validate_hash: str | None = "auto", job: str | None = None) -> tuple[Shards, StreamingDataLoader]:
-    """Collective when distributed (see streaming_prefix_lock). Each shard file is checked against its
-    hash in index.json as this node first copies it (validate_hash). `job` names the node cache to read
-    through (data_pipeline.reader.node_cache): concurrent jobs on one node need their own."""
-    if not (Path(split_dir) / "index.json").is_file():
-        raise FileNotFoundError(f"no shards in {split_dir} (index.json missing)")
-    dataset = open_dataset(split_dir, Shards, encode=encode, shuffle=shuffle, shuffle_seed=seed,
+@dataclass(frozen=True)
+class SplitSource:
+    """One dataset's split as StreamingDataset reads it (data_pipeline.data_cache.split_location), with the
+    mixing weight of its train.streams entry (at most one of proportion, repeat, choose)."""
+
+    remote: str
+    local: str
+    name: str = "data"
+    proportion: float | None = None
+    repeat: float | None = None
+    choose: int | None = None
+
+    @property
+    def index_dir(self) -> Path:
+        """Where its index.json is on this node: a remote's was fetched into the local copy."""
+        return Path(self.local if is_remote(self.remote) else self.remote)
+
+    @property
+    def mixed(self) -> bool:
+        return (self.proportion, self.repeat, self.choose) != (None, None, None)
+
+
+def make_loader(split: str | list[SplitSource], encode: Callable[[dict], dict], micro_batch_size: int,
+                shuffle: bool, seed: int, num_canonical_nodes: int, num_workers: int, drop_last: bool,
+                validate_hash: str | None = "auto", job: str | None = None,
+                download: dict | None = None) -> tuple[Shards, StreamingDataLoader]:
+    """Collective when distributed (see streaming_prefix_lock). `split`: a local split folder, read through
+    this node's cache of `job` (data_pipeline.reader.node_cache: concurrent jobs on one node need their
+    own), or SplitSources, several of them mixed as streams. Each shard file is checked against its hash in
+    index.json as this node first copies it (validate_hash). `download`: StreamingDataset's cache_limit,
+    predownload and download_timeout."""
+    sources = [SplitSource(str(Path(split).resolve()), str(node_cache(split, job)))] \
+        if isinstance(split, (str, Path)) else list(split)
+    for source in sources:
+        if not (source.index_dir / "index.json").is_file():
+            raise FileNotFoundError(f"no shards in {source.remote} (index.json missing)")
+    if len(sources) == 1 and not sources[0].mixed:
+        s = sources[0]
+        where = {"remote": s.remote, "local": s.local, "validate_hash": hash_to_validate(s.index_dir, validate_hash)}
+    else:
+        where = {"streams": [Stream(remote=s.remote, local=s.local, proportion=s.proportion, repeat=s.repeat,
+                                    choose=s.choose, validate_hash=hash_to_validate(s.index_dir, validate_hash))
+                             for s in sources]}
+    dataset = open_dataset(None, Shards, encode=encode, shuffle=shuffle, shuffle_seed=seed,
                            batch_size=micro_batch_size, num_canonical_nodes=num_canonical_nodes,
-                           validate_hash=hash_to_validate(split_dir, validate_hash), job=job)
+                           **where, **(download or {}))
     loader = StreamingDataLoader(dataset, batch_size=micro_batch_size, num_workers=num_workers,
                                  drop_last=drop_last, persistent_workers=False, collate_fn=collate)
     return dataset, loader

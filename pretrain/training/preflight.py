@@ -5,16 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from data_pipeline.data_cache import is_remote
 from data_pipeline.shard_format import shard_config, split_has_samples
 from pretrain.run_dir import RunDir
+from pretrain.training.data_sources import check_same_settings, training_data
 from schema import TOKENIZER_OF, UserError, WordpoolConfig
 
 
 def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
     """The settings the shards in data.output were prepared with (their stats.json), checked against the
-    config; a baseline's vocab_size is filled in from them."""
-    data_dir = cfg.data.output
-    meta = shard_config(data_dir)
+    config (and, with train.streams, against every stream's); a baseline's vocab_size is filled in from them."""
+    datasets = training_data(cfg)  # a remote dataset's own files come to this node here
+    check_same_settings(datasets)
+    data_dir, root = cfg.data.output, datasets[0].root
+    meta = shard_config(root)
+    if meta.get("packing") == "decompose" and (cfg.train.streams or is_remote(data_dir)):
+        raise UserError(f"{data_dir} holds decomposed shards (data.packing=decompose): they train from one local "
+                        f"data folder, not from train.streams or an s3:// data.output")
     kind, tokenizer = cfg.model.kind, meta.get("tokenizer", "words")
     if tokenizer != TOKENIZER_OF[kind]:
         raise ValueError(f"shards in {data_dir} hold data.tokenizer={tokenizer}; model.kind={kind} trains on "
@@ -22,7 +29,7 @@ def check_shards(cfg: WordpoolConfig) -> tuple[WordpoolConfig, dict]:
     if kind != "word_pooled":
         from pretrain.evaluation.word_scoring import token_byte_table
 
-        vocab = len(token_byte_table(data_dir))
+        vocab = len(token_byte_table(root))
         if cfg.model.vocab_size not in (None, vocab):
             raise ValueError(f"model.vocab_size={cfg.model.vocab_size} but the shards' tokenizer has {vocab} ids")
         return cfg.model_copy(update={"model": cfg.model.model_copy(update={"vocab_size": vocab})}), meta
@@ -65,7 +72,8 @@ def preflight(cfg: WordpoolConfig, resume: str | None, check_lock: bool = True) 
 
         resolve_resume(resume, RunDir(cfg.train.run_dir).checkpoints)
     cfg, _ = check_shards(cfg)  # with what the shards decide (a baseline's vocabulary size)
-    check_train_split(Path(cfg.data.output) / "train")
+    for data in training_data(cfg):
+        check_train_split(data.root / "train")
     if cfg.train.init_from:
         from pretrain.checkpoint.warm_start import check_before_launch
 

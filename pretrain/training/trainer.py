@@ -29,10 +29,10 @@ from pretrain.evaluation.validation import WordScorer, to_device
 from pretrain.training import distributed, rank_failure
 from pretrain.training.engine import build_engine, grad_accum_for, warmup_cosine
 from pretrain.training.preflight import check_shards
+from pretrain.training.data_sources import build_loaders, training_data
 from pretrain.training.hang_watchdog import Watchdog
 from pretrain.training.length_buckets import decomposed_loaders, is_decomposed
-from pretrain.training.loader import (clean_stale_streaming_state, endless_batches, make_loader, sample_encoder,
-                                      split_has_samples)
+from pretrain.training.loader import clean_stale_streaming_state, sample_encoder
 from pretrain.training.metrics import MetricsLogger, summarize
 from pretrain.training.profiling import StepProfiler
 from pretrain.training.run_files import TrainerFiles
@@ -79,7 +79,7 @@ class Trainer:
             if self.rank == 0 else None
         self.schedule = EvalSchedule(self.cfg.evals or default_hooks(self.t.eval_every), self.t.steps)
         self.evals = EvalRunner(self.schedule, self.engine, self.cfg, self.device, self.val_loader, self.scorer,
-                                self._all_reduce, self.rank, self.world, self.files.root)
+                                self._all_reduce, self.rank, self.world, self.files.root, self.stream_val)
         self._signal = None
         for sig in (signal.SIGTERM, signal.SIGUSR1):  # preemption: checkpoint at the next step boundary
             signal.signal(sig, lambda s, _frame: setattr(self, "_signal", s))
@@ -294,24 +294,17 @@ class Trainer:
         self.engine.guarded_optimizer.gate = self.gate
 
     def _build_loaders(self) -> None:
-        t, data_dir = self.t, Path(self.cfg.data.output)
+        t, datasets = self.t, training_data(self.cfg)
+        data_dir, self.stream_val = datasets[0].root, {}  # the first dataset's files on this node
         encode = sample_encoder(str(data_dir), self.cfg.model.max_word_bytes)
         job = str(Path(t.run_dir).resolve())
         self.scorer = None
         if is_decomposed(data_dir):  # one dataset per length bucket, each step from one (length_buckets.py)
             self.batches, self.val_loader = decomposed_loaders(data_dir, encode, t, self.world, self.grad_accum,
                                                                self.state.position, job)
-        else:
-            train_set, train_loader = make_loader(str(data_dir / "train"), encode, t.micro_batch_size, t.shuffle,
-                                                  t.seed, t.num_canonical_nodes, t.num_workers, drop_last=True,
-                                                  validate_hash=t.validate_hash, job=job)
-            self.batches = endless_batches(train_set, train_loader, self.state.position,
-                                           t.micro_batch_size * self.world)
-            self.val_loader = None
-            if split_has_samples(data_dir / "val"):
-                _, self.val_loader = make_loader(str(data_dir / "val"), encode, t.micro_batch_size, False, t.seed,
-                                                 t.num_canonical_nodes, 0, drop_last=False,
-                                                 validate_hash=t.validate_hash, job=job)
+        else:  # data.output or train.streams, local or remote (data_sources.py)
+            self.batches, self.val_loader, self.stream_val = build_loaders(self.cfg, datasets, encode,
+                                                                           self.state.position, self.world)
         if self.val_loader is not None:
             self.scorer = WordScorer(self.cfg.model.kind, str(data_dir), self.meta["max_word_bytes"],
                                      self.meta.get("split_digits", False))
