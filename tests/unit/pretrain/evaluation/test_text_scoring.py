@@ -205,3 +205,25 @@ def test_bpe_model_loglikelihood_equals_hand_computation(tmp_path):
     expected = sum(float(model.logits(torch.tensor([ids[:t]]))[0, -1].log_softmax(-1)[ids[t]].detach())
                    for t in range(1 + len(context), len(ids)))
     assert score.logprob == pytest.approx(expected, abs=1e-4) and score.n_bytes == len(" mat, and")
+
+
+def test_lm_eval_multiple_choice_with_known_answers(memorized, tmp_path, monkeypatch):
+    """lm-eval through the adapter, on a model that learned TEXT: the true continuation beats words the
+    text never has after that context, for both model kinds (accuracy 1)."""
+    import json
+
+    from pretrain.evaluation.lm_eval_adapter import WordpoolLM, run_lm_eval
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(var, "1")
+    docs = [{"question": "The cat", "choices": ["zebra", "sat"], "label": 1},
+            {"question": "The cat sat on the", "choices": ["mat,", "qqq"], "label": 0}]
+    (tmp_path / "known.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (tmp_path / "known.yaml").write_text(
+        "task: known_answers\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {tmp_path / 'known.jsonl'}\noutput_type: multiple_choice\ntest_split: test\n"
+        'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\ndoc_to_target: "{{label}}"\n'
+        "metric_list:\n  - {metric: acc, aggregation: mean, higher_is_better: true}\n")
+    for scorer in memorized:
+        results = run_lm_eval(WordpoolLM(scorer), ["known_answers"], [tmp_path])
+        assert results["results"]["known_answers"]["acc,none"] == 1.0
