@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from launcher.bench_cli import register_bench
+from launcher.console import quiet_beside
 from launcher.lm_eval_cli import register_lm_eval, split_tasks
 from launcher.compare.commands import register_compare, register_ladder
 from launcher.cli_args import add_config_arguments
@@ -179,18 +180,8 @@ def _register_status(sub) -> None:
     p.set_defaults(func=cmd_status)
 
 
-def _quiet_beside(checkpoint: str | None, command: str) -> None:
-    """Library output of a command that reads a checkpoint -> its run's logs/ (an export keeps none)."""
-    from launcher.console import quiet_libraries
-    from pretrain.run_dir import CHECKPOINTS, RunDir
-
-    folder = Path(checkpoint) if checkpoint else None
-    run = folder.parent.parent if folder and folder.parent.name == CHECKPOINTS else None
-    quiet_libraries(RunDir(run).log_file(command) if run and run.is_dir() else None)
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    _quiet_beside(args.checkpoint, "eval")
+    quiet_beside(args.checkpoint, "eval")
     if args.watch is not None:
         return _watch(args)
     if args.checkpoint is None:
@@ -251,7 +242,7 @@ def _register_eval(sub) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    _quiet_beside(args.checkpoint, "generate")
+    quiet_beside(args.checkpoint, "generate")
     from pretrain.inference.loading import generate_text, load_model
 
     loaded = load_model(args.checkpoint)
@@ -275,7 +266,7 @@ def _register_generate(sub) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    _quiet_beside(args.checkpoint, "export")
+    quiet_beside(args.checkpoint, "export")
     from pretrain.inference.export import export_checkpoint, read_export_config, resolve_checkpoint
 
     source = resolve_checkpoint(args.checkpoint)

@@ -96,6 +96,18 @@ def quiet_libraries(log: Path | None) -> None:
     _to_file_only(logging.getLogger(), handler)  # libraries that log through the root logger (streaming's merge_index)
 
 
+def quiet_beside(checkpoint: str | None, command: str) -> Path | None:
+    """Library output of a command that reads a checkpoint -> a new log in its run's logs/ (an export or a
+    folder outside a run keeps none); returns that log."""
+    from pretrain.run_dir import CHECKPOINTS, RunDir
+
+    folder = Path(checkpoint) if checkpoint else None
+    run = folder.parent.parent if folder and folder.parent.name == CHECKPOINTS else None
+    log = RunDir(run).log_file(command) if run and run.is_dir() else None
+    quiet_libraries(log)
+    return log
+
+
 def _to_file_only(logger: logging.Logger, handler: logging.Handler) -> None:
     """`logger` loses its console handlers (libraries' own print plainly: any handler but a file's) and gets
     `handler`."""

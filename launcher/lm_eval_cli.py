@@ -5,8 +5,6 @@ import argparse
 import os
 from pathlib import Path
 
-from pretrain.run_dir import CHECKPOINTS, RunDir
-
 
 def split_tasks(text: str) -> list[str]:
     tasks = [t.strip() for t in text.split(",") if t.strip()]
@@ -16,16 +14,14 @@ def split_tasks(text: str) -> list[str]:
 
 
 def cmd_lm_eval(args: argparse.Namespace) -> int:
-    from launcher.console import quiet_libraries, verbose
+    from launcher.console import quiet_beside, verbose
 
     source = args.checkpoint or args.export
     if (args.checkpoint is None) == (args.export is None):
         raise ValueError("give one of --checkpoint PATH and --export DIR")
     tasks = split_tasks(args.tasks)
     folder = Path(source)
-    run = folder.parent.parent if folder.parent.name == CHECKPOINTS else None
-    log = RunDir(run).log_file("lm-eval") if run and run.is_dir() else None
-    quiet_libraries(log)  # lm-eval, datasets and torch narrate: into the run's logs
+    log = quiet_beside(source, "lm-eval")  # lm-eval, datasets and torch narrate: into the run's logs
     if not verbose():
         os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's per-request progress bars
 
