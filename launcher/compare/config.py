@@ -42,6 +42,7 @@ class WordPooledSpec(Strict):
     decoder_context: Literal["prefix", "every_layer"] = "prefix"
     hash_ngrams: list[int] = Field(default_factory=list)
     hash_buckets: int = Field(4096, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="in every stack; a small corpus read many times needs it")
     lrs: list[float] = Field(min_length=1, description="learning rates tried on the first seed")
 
     def model_fields_for(self) -> dict:
@@ -53,6 +54,7 @@ class TokenSpec(Strict):
     tokens_per_sample: int | None = Field(
         None, ge=2, description="None: matched to the word model's text bytes per sample "
                                 "(words_per_sample x bytes/word / bytes/token)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
     lrs: list[float] = Field(min_length=1)
 
 

@@ -109,6 +109,8 @@ def base_config(cfg: CompareConfig, name: str, data_dir: Path, per_sample: int) 
     model = {"kind": kind, **cfg.backbone.model_dump()}
     if kind == "word_pooled":
         model.update(cfg.models.spec(name).model_fields_for())
+    else:
+        model["dropout"] = cfg.models.spec(name).dropout
     data = cfg.data.model_copy(update={"output": str(data_dir), "tokenizer": TOKENIZER_OF[kind],
                                        "tokens_per_sample": per_sample, "bpe_vocab_size": _bpe_vocab(cfg)})
     raw = {"data": data.model_dump(), "model": model, "train": cfg.train.model_dump(mode="json"),

@@ -41,3 +41,21 @@ def test_compare_variants_and_optional_baselines(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="not a model kind"):
         load_compare_config(path)
+
+
+def test_compare_dropout_is_each_models_own(tmp_path):
+    """models.<kind>.dropout (and a variant's) reaches that model's train config only."""
+    from launcher.compare.run import base_config
+
+    raw = tiny_config(tmp_path / "t.txt", tmp_path / "out")
+    raw["models"]["bpe"]["dropout"] = 0.2
+    raw["models"]["variants"] = {"drop": {"dropout": 0.1}}
+    path = tmp_path / "dropout.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_compare_config(path)
+    dropout = {name: base_config(cfg, name, tmp_path / "data", 64).model.dropout for name in cfg.models.entries()}
+    assert dropout == {"word_pooled": 0.0, "drop": 0.1, "bytes": 0.0, "bpe": 0.2}
+    raw["models"]["bytes"]["dropout"] = 1.0
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="models.bytes.dropout"):
+        load_compare_config(path)
