@@ -1,24 +1,55 @@
 """`wordpool ladder`: several `wordpool compare` results on one corpus at budgets a decade apart, read
 back from their results.json, as one table and two plots (val bits/byte and headline next-word accuracy
-against training FLOPs, one line per model, mean ± sd over seeds)."""
+against training FLOPs, mean ± sd over seeds).
+
+A rung may use a bigger backbone than the one below it (on a small corpus a fixed model would read the text
+many times over at the top budget, and memorisation would decide): every line of the plots is one model at
+one backbone size, and the table says how many times each run read the training text (epochs)."""
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from launcher.compare.report import _table, model_name
 
 METRICS = (("val_bpb", "val bits/byte", "{:.3f}"), ("val_word_acc", "next-word acc (letter/digit words)", "{:.4f}"),
-           ("val_word_acc_freq_0", "acc, unseen words", "{:.4f}"), ("val_word_acc_freq_1-10", "acc, seen 1-10x", "{:.4f}"))
+           ("val_word_acc_freq_0", "acc, unseen words", "{:.4f}"), ("val_word_acc_freq_1-10", "acc, seen 1-10x", "{:.4f}"),
+           ("mean_context_gap", "mean-context gap", "{:.3f}"))
+LINESTYLES = ("-", "--", ":", "-.")
 
 
 def read_ladder(dirs: list[Path]) -> list[dict]:
-    """The results of each compare folder, ordered by budget."""
-    rungs = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
-    return sorted(rungs, key=lambda r: r["config"]["budget"]["train_flops"])
+    """The results of each compare folder, ordered by budget then backbone size; each gains `train_bytes`
+    (the training split's text bytes, from the folder's word data stats) when that file is there."""
+    rungs = []
+    for d in dirs:
+        rung = json.loads((Path(d) / "results.json").read_text())
+        stats = Path(d) / "data" / "words" / "stats.json"
+        if stats.is_file():
+            rung["train_bytes"] = json.loads(stats.read_text())["splits"]["train"]["document_bytes"]
+        rungs.append(rung)
+    return sorted(rungs, key=lambda r: (r["config"]["budget"]["train_flops"], _width(r)))
 
 
-def _cell(stat: dict, fmt: str) -> str:
+def _width(rung: dict) -> tuple[int, int]:
+    b = rung["config"].get("backbone", {})
+    return b.get("d_model", 0), b.get("n_layers", 0)
+
+
+def size_label(size: tuple[int, int]) -> str:
+    return f"d{size[0]}×{size[1]}" if size[0] else "-"
+
+
+def epochs(rung: dict, model: dict) -> str:
+    """Mean times the model's runs read the training text (needs the rung's train_bytes)."""
+    read = [r["train_text_bytes"] for r in model.get("runs", []) if r.get("train_text_bytes")]
+    if not read or not rung.get("train_bytes"):
+        return "-"
+    return f"{statistics.fmean(read) / rung['train_bytes']:.1f}"
+
+
+def _cell(stat: dict | None, fmt: str) -> str:
     if not stat or stat.get("mean") is None:
         return "-"
     n = stat.get("n", 1)
@@ -30,9 +61,11 @@ def ladder_table(rungs: list[dict]) -> list[str]:
     for rung in rungs:
         for name, m in rung["models"].items():
             s = m["summary"]
-            rows.append([f"{rung['config']['budget']['train_flops']:.0e}", model_name(name), f"{m['steps']:,}",
-                         f"{m['best_lr']:g}"] + [_cell(s.get(key), fmt) for key, _, fmt in METRICS])
-    return _table(["budget (FLOPs)", "model", "steps", "best LR", *(label for _, label, _ in METRICS)], rows)
+            rows.append([f"{rung['config']['budget']['train_flops']:.0e}", size_label(_width(rung)), model_name(name),
+                         f"{m['steps']:,}", epochs(rung, m), f"{m['best_lr']:g}"]
+                        + [_cell(s.get(key), fmt) for key, _, fmt in METRICS])
+    return _table(["budget (FLOPs)", "backbone", "model", "steps", "epochs", "best LR",
+                   *(label for _, label, _ in METRICS)], rows)
 
 
 def plot_ladder(rungs: list[dict], key: str, label: str, path: Path, title: str) -> None:
@@ -42,19 +75,25 @@ def plot_ladder(rungs: list[dict], key: str, label: str, path: Path, title: str)
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(n for r in rungs for n in r["models"]))
+    sizes = sorted({_width(r) for r in rungs})
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for i, name in enumerate(names):
-        points = [(r["config"]["budget"]["train_flops"], r["models"][name]["summary"][key]) for r in rungs
-                  if name in r["models"] and r["models"][name]["summary"].get(key, {}).get("mean") is not None]
-        if points:
+        for j, size in enumerate(sizes):
+            points = [(r["config"]["budget"]["train_flops"], r["models"][name]["summary"][key]) for r in rungs
+                      if _width(r) == size and name in r["models"]
+                      and r["models"][name]["summary"].get(key, {}).get("mean") is not None]
+            if not points:
+                continue
+            tag = f" ({size_label(size)})" if len(sizes) > 1 else ""
             ax.errorbar([x for x, _ in points], [s["mean"] for _, s in points], yerr=[s["std"] or 0 for _, s in points],
-                        fmt="o-", capsize=3, color=f"C{i}", label=model_name(name))
+                        fmt="o", linestyle=LINESTYLES[j % len(LINESTYLES)], capsize=3, color=f"C{i}",
+                        label=model_name(name) + tag)
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs per run (useful, forward + backward)")
     ax.set_ylabel(label)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
