@@ -114,6 +114,8 @@ class CompareConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     budget: Budget
     seeds: int = Field(3, ge=1, description="seeds per model: the LR sweep runs on seed 0, the best LR on all")
+    widen_lrs: int = Field(2, ge=0, description="a grid of 2+ LRs whose best is at its edge gains the LR past "
+                                                "that edge (x2 or /2), up to this many times per model")
     nproc: int = Field(1, ge=1, description="ranks per training run (torchrun)")
     parallel: int = Field(1, ge=1, description="training runs at the same time")
 

@@ -21,12 +21,14 @@ LINESTYLES = ("-", "--", ":", "-.")
 
 def read_ladder(dirs: list[Path]) -> list[dict]:
     """The results of each compare folder, ordered by budget then backbone size; each gains `train_bytes`
-    (the training split's text bytes, from the folder's word data stats) when that file is there."""
+    (the training split's text bytes) where the results or the folder's word data stats have it."""
     rungs = []
     for d in dirs:
         rung = json.loads((Path(d) / "results.json").read_text())
         stats = Path(d) / "data" / "words" / "stats.json"
-        if stats.is_file():
+        if "train_bytes" in rung.get("data", {}).get("words", {}):
+            rung["train_bytes"] = rung["data"]["words"]["train_bytes"]
+        elif stats.is_file():  # results written before compare recorded it
             rung["train_bytes"] = json.loads(stats.read_text())["splits"]["train"]["document_bytes"]
         rungs.append(rung)
     return sorted(rungs, key=lambda r: (r["config"]["budget"]["train_flops"], _width(r)))

@@ -298,6 +298,37 @@ def _bpb_or_inf(final: dict) -> float:
     return value if value is not None and math.isfinite(value) else math.inf
 
 
+def sweep_lrs(cfg: CompareConfig, plan: dict, runs_dir: Path, say) -> tuple[dict[str, list[Run]], dict[int, dict]]:
+    """Seed 0 at every model's LRs; then, while a model's best LR is at the edge of its grid (2+ LRs), the
+    next LR past that edge (x2 or /2), at most cfg.widen_lrs times per model: each best is then interior or
+    the report shows the edge. Returns each model's runs sorted by LR and every run's final eval."""
+    sweep = {n: [make_run(cfg, p["base"], n, lr, 0, p["steps"], runs_dir) for lr in cfg.models.lrs(n)]
+             for n, p in plan.items()}
+    todo = [r for n in plan for r in sweep[n]]
+    say(f"LR sweep: {len(todo)} runs on seed 0")
+    finals: dict[int, dict] = {}
+    for widening in range(cfg.widen_lrs + 1):
+        finals.update(zip([id(r) for r in todo], execute_all(todo, cfg, say)))
+        if widening == cfg.widen_lrs:
+            break
+        todo = []
+        for name, runs in sweep.items():
+            runs.sort(key=lambda r: r.lr)
+            if len(runs) < 2:
+                continue  # one LR: chosen by hand (e.g. the decade below's best at a ladder's top rung)
+            best = min(runs, key=lambda r: _bpb_or_inf(finals[id(r)]))
+            if best is runs[0] or best is runs[-1]:
+                lr = best.lr / 2 if best is runs[0] else best.lr * 2
+                say(f"{name}: best lr {best.lr:g} is at the edge of its grid; adding {lr:g}")
+                todo.append(make_run(cfg, plan[name]["base"], name, lr, 0, plan[name]["steps"], runs_dir))
+                runs.append(todo[-1])
+        if not todo:
+            break
+    for runs in sweep.values():
+        runs.sort(key=lambda r: r.lr)
+    return sweep, finals
+
+
 # ---------------------------------------------------------------------------------------------- command
 
 def compare(cfg: CompareConfig, out: Path | None = None, log=print) -> dict:
@@ -326,12 +357,7 @@ def compare(cfg: CompareConfig, out: Path | None = None, log=print) -> dict:
         say(f"{name}: {params:,} parameters, {flops_per_step:.3e} FLOPs/step -> {steps} steps")
 
     runs_dir = out / "runs"
-    sweep = {n: [make_run(cfg, p["base"], n, lr, 0, p["steps"], runs_dir) for lr in cfg.models.lrs(n)]
-             for n, p in plan.items()}
-    flat = [r for n in entries for r in sweep[n]]
-    say(f"LR sweep: {len(flat)} runs on seed 0")
-    sweep_finals = dict(zip([id(r) for r in flat], execute_all(flat, cfg, say)))
-
+    sweep, sweep_finals = sweep_lrs(cfg, plan, runs_dir, say)
     best = {}
     for name in entries:
         best[name] = min(sweep[name], key=lambda r: _bpb_or_inf(sweep_finals[id(r)]))
@@ -366,7 +392,8 @@ def compare(cfg: CompareConfig, out: Path | None = None, log=print) -> dict:
         "name": cfg.name, "out": str(out), "config": cfg.model_dump(mode="json"),
         "device": _device(), "nproc": cfg.nproc, "parallel": cfg.parallel,
         "data": {tok: {k: s.get(k) for k in stat_keys} | {"train_documents": s["splits"]["train"]["documents"],
-                                                          "val_documents": s["splits"]["val"]["documents"]}
+                                                          "val_documents": s["splits"]["val"]["documents"],
+                                                          "train_bytes": s["splits"]["train"]["document_bytes"]}
                  for tok, s in stats.items()},
         "models": models, "wall_seconds": time.perf_counter() - wall,
     }

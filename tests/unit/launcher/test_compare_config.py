@@ -59,3 +59,34 @@ def test_compare_dropout_is_each_models_own(tmp_path):
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="models.bytes.dropout"):
         load_compare_config(path)
+
+
+def test_lr_grid_widens_until_the_best_is_interior(tmp_path, monkeypatch):
+    """A best LR at the grid's edge adds the LR past it (x2 or /2), at most widen_lrs times; one LR stays."""
+    import math
+
+    from launcher.compare import run as compare_run
+
+    raw = tiny_config(tmp_path / "t.txt", tmp_path / "out")
+    raw["models"]["word_pooled"]["lrs"] = [1e-3, 2e-3]      # best 8e-3: two steps up
+    raw["models"]["bytes"]["lrs"] = [4e-3, 8e-3, 1.6e-2]     # best 8e-3: interior already
+    raw["models"]["bpe"]["lrs"] = [2e-3, 4e-3]               # best 2.5e-4: three steps down, one too many
+    raw["widen_lrs"] = 2
+    path = tmp_path / "widen.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_compare_config(path)
+    optimum = {"word_pooled": 8e-3, "bytes": 8e-3, "bpe": 2.5e-4}
+    executed = []
+
+    def fake_execute_all(runs, cfg, say):  # val bits/byte: a parabola in log2(lr) around each model's optimum
+        executed.append(sorted((r.name, r.lr) for r in runs))
+        return [{"val_bpb": 2 + math.log2(r.lr / optimum[r.name]) ** 2} for r in runs]
+
+    monkeypatch.setattr(compare_run, "execute_all", fake_execute_all)
+    plan = {n: {"base": compare_run.base_config(cfg, n, tmp_path / "data", 64), "steps": 5} for n in optimum}
+    sweep, finals = compare_run.sweep_lrs(cfg, plan, tmp_path / "runs", lambda text: None)
+    grids = {n: [round(r.lr, 6) for r in runs] for n, runs in sweep.items()}
+    assert grids == {"word_pooled": [1e-3, 2e-3, 4e-3, 8e-3], "bytes": [4e-3, 8e-3, 1.6e-2],
+                     "bpe": [5e-4, 1e-3, 2e-3, 4e-3]}
+    assert executed[1:] == [[("bpe", 1e-3), ("word_pooled", 4e-3)], [("bpe", 5e-4), ("word_pooled", 8e-3)]]
+    assert len(finals) == sum(len(g) for g in grids.values())
