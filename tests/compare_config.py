@@ -18,6 +18,7 @@ def tiny_config(text: Path, out: Path) -> dict:
         "budget": {"train_flops": 5.0e8, "evals": 2, "curve_eval_batches": 2, "final_eval_batches": None,
                    "flop_estimate_batches": 4},
         "seeds": 2,
+        "widen_lrs": 0,  # the 2-LR sweep stays two runs (the widening has its own unit test)
         "nproc": 1,
         "parallel": 2,
     }
