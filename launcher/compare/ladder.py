@@ -70,6 +70,23 @@ def ladder_table(rungs: list[dict]) -> list[str]:
                    *(label for _, label, _ in METRICS)], rows)
 
 
+def envelope_table(rungs: list[dict]) -> list[str]:
+    """Each model's best backbone at each budget (lowest mean val bits/byte over the sizes run there): the
+    fair comparison when a size that suits one model reads the corpus too often for another."""
+    best: dict[tuple[float, str], tuple[float, dict, dict]] = {}
+    for rung in rungs:
+        for name, m in rung["models"].items():
+            mean = (m["summary"].get("val_bpb") or {}).get("mean")
+            key = (rung["config"]["budget"]["train_flops"], name)
+            if mean is not None and (key not in best or mean < best[key][0]):
+                best[key] = (mean, rung, m)
+    rows = [[f"{budget:.0e}", model_name(name), size_label(_width(rung)), epochs(rung, m),
+             _cell(m["summary"].get("val_bpb"), "{:.3f}"), _cell(m["summary"].get("val_word_acc"), "{:.4f}")]
+            for (budget, name), (_, rung, m) in best.items()]
+    return _table(["budget (FLOPs)", "model", "best backbone", "epochs", "val bits/byte",
+                   "next-word acc (letter/digit words)"], rows)
+
+
 def plot_ladder(rungs: list[dict], key: str, label: str, path: Path, title: str) -> None:
     import matplotlib
 
@@ -109,4 +126,7 @@ def ladder(dirs: list[Path], out_prefix: Path | None, title: str) -> str:
         plot_ladder(rungs, "val_bpb", "validation bits/byte", Path(f"{out_prefix}_bpb.png"), title)
         plot_ladder(rungs, "val_word_acc", "next-word accuracy (words with a letter/digit)",
                     Path(f"{out_prefix}_acc.png"), title)
-    return "\n".join(ladder_table(rungs))
+    table = ladder_table(rungs)
+    if len({_width(r) for r in rungs}) > 1:
+        table += ["", "Each model at its best backbone per budget:", ""] + envelope_table(rungs)
+    return "\n".join(table)

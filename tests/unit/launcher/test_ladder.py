@@ -42,5 +42,15 @@ def test_ladder_orders_a_grown_backbone_after_the_small_one_at_one_budget(tmp_pa
     _write(tmp_path / "m", _results(2e12, {"word_pooled": 2.2}, d_model=256))
     _write(tmp_path / "s", _results(2e12, {"word_pooled": 2.5}))
     lines = ladder([tmp_path / "m", tmp_path / "s"], tmp_path / "p" / "en", "en").splitlines()
-    assert [line.split(" | ")[1] for line in lines[2:]] == ["d128×2", "d256×2"]
+    assert [line.split(" | ")[1] for line in lines[2:4]] == ["d128×2", "d256×2"] and lines[4] == ""
     assert (tmp_path / "p" / "en_bpb.png").is_file()
+
+
+def test_ladder_envelope_keeps_each_models_best_size_per_budget(tmp_path):
+    _write(tmp_path / "m", _results(2e12, {"word_pooled": 2.2, "bpe": 2.6}, d_model=256))
+    _write(tmp_path / "s", _results(2e12, {"word_pooled": 2.5, "bpe": 2.4}))
+    table = ladder([tmp_path / "m", tmp_path / "s"], None, "en")
+    envelope = table.split("Each model at its best backbone per budget:")[1].strip().splitlines()
+    assert envelope[2].startswith("| 2e+12 | word-pooled | d256×2 |") and "2.200" in envelope[2]
+    assert envelope[3].startswith("| 2e+12 | BPE | d128×2 |") and "2.400" in envelope[3]
+    assert "best backbone" not in ladder([tmp_path / "s"], None, "en")  # one size: no envelope
