@@ -44,10 +44,11 @@ class WordPooledSpec(Strict):
     hash_buckets: int = Field(4096, ge=1)
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="in every stack; a small corpus read many times needs it")
     lrs: list[float] = Field(min_length=1, description="learning rates tried on the first seed")
+    seeds: int | None = Field(None, ge=1, description="this model's seeds; None: the compare's seeds")
 
     def model_fields_for(self) -> dict:
         """The ModelConfig fields this spec sets."""
-        return self.model_dump(exclude={"lrs"})
+        return self.model_dump(exclude={"lrs", "seeds"})
 
 
 class TokenSpec(Strict):
@@ -56,6 +57,7 @@ class TokenSpec(Strict):
                                 "(words_per_sample x bytes/word / bytes/token)")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     lrs: list[float] = Field(min_length=1)
+    seeds: int | None = Field(None, ge=1, description="this model's seeds; None: the compare's seeds")
 
 
 class BpeSpec(TokenSpec):
@@ -94,6 +96,10 @@ class Models(Strict):
 
     def lrs(self, name: str) -> list[float]:
         return self.spec(name).lrs
+
+    def seeds(self, name: str, default: int) -> int:
+        """The model's seeds (a variant inherits word_pooled's unless it sets its own)."""
+        return self.spec(name).seeds or default
 
 
 class Budget(Strict):

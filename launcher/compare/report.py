@@ -156,7 +156,8 @@ def write_report(results: dict, out: Path) -> None:
     plot_curves(results, out / CURVE_PLOT)
     plot_buckets(results, out / BUCKET_PLOT)
     cfg = results["config"]
-    seeds = cfg["seeds"]
+    per_model = sorted({len(m["runs"]) for m in results["models"].values()})  # models may set their own seeds
+    seeds = cfg["seeds"] if per_model == [cfg["seeds"]] else "/".join(map(str, per_model)) or cfg["seeds"]
     lines = [
         f"# wordpool compare: {results['name']}",
         "",

@@ -314,7 +314,7 @@ def compare(cfg: CompareConfig, out: Path | None = None, log=print) -> dict:
         say(f"{name}: best lr {best[name].lr:g}")
     # a model whose every LR failed has no best LR to repeat
     seed_runs = [make_run(cfg, plan[n]["base"], n, best[n].lr, seed, plan[n]["steps"], runs_dir)
-                 for n in entries for seed in range(1, cfg.seeds) if "failed" not in sweep_finals[id(best[n])]]
+                 for n in entries for seed in range(1, cfg.models.seeds(n, cfg.seeds)) if "failed" not in sweep_finals[id(best[n])]]
     if seed_runs:
         say(f"seeds: {len(seed_runs)} runs with the best LRs")
     seed_finals = execute_all(seed_runs, cfg, say)

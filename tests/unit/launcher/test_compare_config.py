@@ -90,3 +90,17 @@ def test_lr_grid_widens_until_the_best_is_interior(tmp_path, monkeypatch):
                      "bpe": [5e-4, 1e-3, 2e-3, 4e-3]}
     assert executed[1:] == [[("bpe", 1e-3), ("word_pooled", 4e-3)], [("bpe", 5e-4), ("word_pooled", 8e-3)]]
     assert len(finals) == sum(len(g) for g in grids.values())
+
+
+def test_a_model_may_run_its_own_number_of_seeds(tmp_path):
+    raw = tiny_config(tmp_path / "t.txt", tmp_path / "out")
+    raw["seeds"] = 1
+    raw["models"]["bpe"]["seeds"] = 3
+    raw["models"]["word_pooled"]["seeds"] = 2
+    raw["models"]["variants"] = {"one": {"hash_ngrams": [3], "seeds": 1}, "inherits": {"hash_ngrams": [4]}}
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    models = load_compare_config(path).models
+    assert {n: models.seeds(n, 1) for n in models.entries()} == {"word_pooled": 2, "one": 1, "inherits": 2,
+                                                                 "bytes": 1, "bpe": 3}
+    assert "seeds" not in models.spec("word_pooled").model_fields_for()  # not a model key
