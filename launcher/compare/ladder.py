@@ -73,6 +73,7 @@ def ladder_table(rungs: list[dict]) -> list[str]:
 def envelope_table(rungs: list[dict]) -> list[str]:
     """Each model's best backbone at each budget (lowest mean val bits/byte over the sizes run there): the
     fair comparison when a size that suits one model reads the corpus too often for another."""
+    order = list(dict.fromkeys(n for r in rungs for n in r["models"]))
     best: dict[tuple[float, str], tuple[float, dict, dict]] = {}
     for rung in rungs:
         for name, m in rung["models"].items():
@@ -80,9 +81,10 @@ def envelope_table(rungs: list[dict]) -> list[str]:
             key = (rung["config"]["budget"]["train_flops"], name)
             if mean is not None and (key not in best or mean < best[key][0]):
                 best[key] = (mean, rung, m)
+    keys = sorted(best, key=lambda key: (key[0], order.index(key[1])))
     rows = [[f"{budget:.0e}", model_name(name), size_label(_width(rung)), epochs(rung, m),
              _cell(m["summary"].get("val_bpb"), "{:.3f}"), _cell(m["summary"].get("val_word_acc"), "{:.4f}")]
-            for (budget, name), (_, rung, m) in best.items()]
+            for budget, name in keys for _, rung, m in [best[(budget, name)]]]
     return _table(["budget (FLOPs)", "model", "best backbone", "epochs", "val bits/byte",
                    "next-word acc (letter/digit words)"], rows)
 
