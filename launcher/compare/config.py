@@ -30,7 +30,15 @@ class Backbone(Strict):
     mlp_ratio: float = Field(8 / 3, gt=0)
 
 
-class WordPooledSpec(Strict):
+class RunSpec(Strict):
+    """What every model entry sets for its runs."""
+
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="in every stack; a small corpus read many times needs it")
+    lrs: list[float] = Field(min_length=1, description="learning rates tried on the first seed")
+    seeds: int | None = Field(None, ge=1, description="this model's seeds; None: the compare's seeds")
+
+
+class WordPooledSpec(RunSpec):
     """The word-pooled model's own stacks and options (see schema.model.ModelConfig for each)."""
 
     encoder: StackConfig = Field(default_factory=StackConfig)
@@ -42,22 +50,16 @@ class WordPooledSpec(Strict):
     decoder_context: Literal["prefix", "every_layer"] = "prefix"
     hash_ngrams: list[int] = Field(default_factory=list)
     hash_buckets: int = Field(4096, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="in every stack; a small corpus read many times needs it")
-    lrs: list[float] = Field(min_length=1, description="learning rates tried on the first seed")
-    seeds: int | None = Field(None, ge=1, description="this model's seeds; None: the compare's seeds")
 
     def model_fields_for(self) -> dict:
         """The ModelConfig fields this spec sets."""
         return self.model_dump(exclude={"lrs", "seeds"})
 
 
-class TokenSpec(Strict):
+class TokenSpec(RunSpec):
     tokens_per_sample: int | None = Field(
         None, ge=2, description="None: matched to the word model's text bytes per sample "
                                 "(words_per_sample x bytes/word / bytes/token)")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    lrs: list[float] = Field(min_length=1)
-    seeds: int | None = Field(None, ge=1, description="this model's seeds; None: the compare's seeds")
 
 
 class BpeSpec(TokenSpec):

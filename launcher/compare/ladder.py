@@ -20,17 +20,8 @@ LINESTYLES = ("-", "--", ":", "-.")
 
 
 def read_ladder(dirs: list[Path]) -> list[dict]:
-    """The results of each compare folder, ordered by budget then backbone size; each gains `train_bytes`
-    (the training split's text bytes) where the results or the folder's word data stats have it."""
-    rungs = []
-    for d in dirs:
-        rung = json.loads((Path(d) / "results.json").read_text())
-        stats = Path(d) / "data" / "words" / "stats.json"
-        if "train_bytes" in rung.get("data", {}).get("words", {}):
-            rung["train_bytes"] = rung["data"]["words"]["train_bytes"]
-        elif stats.is_file():  # results written before compare recorded it
-            rung["train_bytes"] = json.loads(stats.read_text())["splits"]["train"]["document_bytes"]
-        rungs.append(rung)
+    """The results of each compare folder, ordered by budget then backbone size."""
+    rungs = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
     return sorted(rungs, key=lambda r: (r["config"]["budget"]["train_flops"], _width(r)))
 
 
@@ -44,11 +35,10 @@ def size_label(size: tuple[int, int]) -> str:
 
 
 def epochs(rung: dict, model: dict) -> str:
-    """Mean times the model's runs read the training text (needs the rung's train_bytes)."""
+    """Mean times the model's runs read the training text ("-" for results without the split's size)."""
+    train_bytes = rung.get("data", {}).get("words", {}).get("train_bytes")
     read = [r["train_text_bytes"] for r in model.get("runs", []) if r.get("train_text_bytes")]
-    if not read or not rung.get("train_bytes"):
-        return "-"
-    return f"{statistics.fmean(read) / rung['train_bytes']:.1f}"
+    return f"{statistics.fmean(read) / train_bytes:.1f}" if read and train_bytes else "-"
 
 
 def _cell(stat: dict | None, fmt: str) -> str:

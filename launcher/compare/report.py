@@ -157,7 +157,7 @@ def write_report(results: dict, out: Path) -> None:
     plot_buckets(results, out / BUCKET_PLOT)
     cfg = results["config"]
     per_model = sorted({len(m["runs"]) for m in results["models"].values()})  # models may set their own seeds
-    seeds = cfg["seeds"] if per_model == [cfg["seeds"]] else "/".join(map(str, per_model)) or cfg["seeds"]
+    seeds = "/".join(map(str, per_model)) or cfg["seeds"]
     lines = [
         f"# wordpool compare: {results['name']}",
         "",

@@ -56,11 +56,10 @@ def base_config(cfg: CompareConfig, name: str, data_dir: Path, per_sample: int) 
     """The `wordpool train` config of one model entry, before steps/lr/seed are known (the model's word
     size and sequence length follow from the data section)."""
     kind = cfg.models.entries()[name]
-    model = {"kind": kind, **cfg.backbone.model_dump()}
+    spec = cfg.models.spec(name)
+    model = {"kind": kind, **cfg.backbone.model_dump(), "dropout": spec.dropout}
     if kind == "word_pooled":
-        model.update(cfg.models.spec(name).model_fields_for())
-    else:
-        model["dropout"] = cfg.models.spec(name).dropout
+        model.update(spec.model_fields_for())
     data = cfg.data.model_copy(update={"output": str(data_dir), "tokenizer": TOKENIZER_OF[kind],
                                        "tokens_per_sample": per_sample, "bpe_vocab_size": bpe_vocab(cfg)})
     raw = {"data": data.model_dump(), "model": model, "train": cfg.train.model_dump(mode="json"),
@@ -263,12 +262,12 @@ def sweep_lrs(cfg: CompareConfig, plan: dict, runs_dir: Path, say) -> tuple[dict
             break
         todo = []
         for name, runs in sweep.items():
-            runs.sort(key=lambda r: r.lr)
             if len(runs) < 2:
                 continue  # one LR: chosen by hand (e.g. the decade below's best at a ladder's top rung)
             best = min(runs, key=lambda r: _bpb_or_inf(finals[id(r)]))
-            if best is runs[0] or best is runs[-1]:
-                lr = best.lr / 2 if best is runs[0] else best.lr * 2
+            lowest, highest = min(r.lr for r in runs), max(r.lr for r in runs)
+            if best.lr in (lowest, highest):
+                lr = best.lr / 2 if best.lr == lowest else best.lr * 2
                 say(f"{name}: best lr {best.lr:g} is at the edge of its grid; adding {lr:g}")
                 todo.append(make_run(cfg, plan[name]["base"], name, lr, 0, plan[name]["steps"], runs_dir))
                 runs.append(todo[-1])

@@ -18,11 +18,9 @@ def _results(budget, bpb, d_model=128, text_read=1000):
 
 def _write(folder, results, train_bytes=None):
     folder.mkdir()
-    (folder / "results.json").write_text(json.dumps(results))
     if train_bytes:
-        (folder / "data" / "words").mkdir(parents=True)
-        (folder / "data" / "words" / "stats.json").write_text(
-            json.dumps({"splits": {"train": {"document_bytes": train_bytes}}}))
+        results["data"] = {"words": {"train_bytes": train_bytes}}
+    (folder / "results.json").write_text(json.dumps(results))
 
 
 def test_ladder_table_and_plots(tmp_path):
